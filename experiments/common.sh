@@ -1,0 +1,115 @@
+# experiments/common.sh — sourced (never run) by every experiments/<method>/run.slurm.
+#
+# What it gives each launcher, so the launchers only show their method:
+#   * HPO_ROOT (the repository), found from $SLURM_SUBMIT_DIR under sbatch — the
+#     batch script runs from a spool copy, so $0 is useless there;
+#   * the tier: `cluster` inside a SLURM job, `laptop` under plain `bash`
+#     (then the log is tee'd to logs/<method>/<name>-<local id>.out itself);
+#   * the site hook: $HPO_SITE_SETUP or experiments/site.sh, sourced once — the ONE
+#     place for `module load …` / `conda activate …` (see experiments/site.example.sh);
+#   * the job markers `===== JOB <id> START/FINISH =====`, FINISH from an EXIT
+#     trap, so it is printed on success, on error and on scancel (SIGTERM);
+#   * hpo_on_exit CMD: cleanups (e.g. Ray teardown) run by that trap before FINISH,
+#     and hpo_after_finish CMD: run after FINISH (the log → CSV parser), so the
+#     job summary sees the finish time;
+#   * hpo_exec CMD…: CMD on the host or in `apptainer exec` (scripts/container_exec.sh).
+#
+# Inputs: HPO_METHOD (set by the launcher before sourcing), optional HPO_PROFILE
+# (tiny|workshop; default by tier), HPO_JOB_NAME (laptop job name).
+
+HPO_METHOD=${HPO_METHOD:?set HPO_METHOD before sourcing experiments/common.sh}
+
+# ------------------------------------------------------------------ locate repo
+if [ -z "${HPO_ROOT:-}" ]; then
+  if [ -n "${SLURM_JOB_ID:-}" ]; then HPO_ROOT=${SLURM_SUBMIT_DIR:-$PWD}
+  else HPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd); fi
+fi
+if [ ! -f "$HPO_ROOT/experiments/common.sh" ]; then
+  echo "ERROR: cannot find the workshop repository at '$HPO_ROOT'." >&2
+  echo "       Submit from the repository root (cd hpo-workshop && sbatch experiments/$HPO_METHOD/run.slurm) or set HPO_ROOT." >&2
+  exit 2
+fi
+export HPO_ROOT HPO_METHOD
+cd "$HPO_ROOT"
+
+# ------------------------------------------------------------------ tier + ids
+if [ -n "${SLURM_JOB_ID:-}" ]; then
+  HPO_TIER=${HPO_TIER:-cluster}
+  HPO_JOB_ID=$SLURM_JOB_ID
+  HPO_JOB_NAME=${SLURM_JOB_NAME:-hpo-$HPO_METHOD}
+  HPO_NODES=${SLURM_JOB_NUM_NODES:-1}
+  # SLURM_GPUS_ON_NODE is set for --gres=gpu:N / --gpus-per-node; CPUs from the allocation
+  HPO_GPUS_PER_NODE=${SLURM_GPUS_ON_NODE:-0}
+  HPO_CPUS_PER_NODE=${SLURM_CPUS_ON_NODE:-1}
+  HPO_LOG=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | sed -n 's/^ *StdOut=//p')
+  [ -n "$HPO_LOG" ] || HPO_LOG=$HPO_ROOT/logs/$HPO_METHOD/$HPO_JOB_NAME-$HPO_JOB_ID.out
+else
+  HPO_TIER=${HPO_TIER:-laptop}
+  HPO_JOB_ID=${HPO_JOB_ID:-local-$(date +%Y%m%d-%H%M%S)-$$}
+  HPO_JOB_NAME=${HPO_JOB_NAME:-hpo-$HPO_METHOD}
+  HPO_NODES=1
+  HPO_GPUS_PER_NODE=${HPO_GPUS_PER_NODE:-0}          # laptop tier trains on the CPU
+  HPO_CPUS_PER_NODE=${HPO_CPUS_PER_NODE:-$(nproc)}
+  mkdir -p "$HPO_ROOT/logs/$HPO_METHOD"
+  HPO_LOG=$HPO_ROOT/logs/$HPO_METHOD/$HPO_JOB_NAME-$HPO_JOB_ID.out
+  # Same log file layout as under sbatch: everything from here on goes to the log too.
+  exec > >(tee -a "$HPO_LOG") 2>&1
+fi
+case ${HPO_PROFILE:-} in
+  "") if [ "$HPO_TIER" = cluster ]; then HPO_PROFILE=workshop; else HPO_PROFILE=tiny; fi ;;
+  tiny|workshop) ;;
+  *) echo "ERROR: HPO_PROFILE must be tiny or workshop, not '$HPO_PROFILE'" >&2; exit 2 ;;
+esac
+HPO_GPUS=$((HPO_GPUS_PER_NODE * HPO_NODES))
+HPO_CPUS=$((HPO_CPUS_PER_NODE * HPO_NODES))
+# Per-job results on the shared filesystem under a fixed name (resume finds them here).
+HPO_JOB_DIR=$HPO_ROOT/logs/$HPO_METHOD/$HPO_JOB_NAME-$HPO_JOB_ID
+HPO_CSV=${HPO_LOG%.out}.csv
+mkdir -p "$HPO_JOB_DIR"
+export HPO_TIER HPO_JOB_ID HPO_JOB_NAME HPO_NODES HPO_GPUS_PER_NODE HPO_CPUS_PER_NODE HPO_GPUS HPO_CPUS \
+       HPO_PROFILE HPO_LOG HPO_JOB_DIR HPO_CSV
+
+# ------------------------------------------------------------------ site setup
+# The one overridable place for `module load` / `conda activate`. Then the
+# project's .venv if there is one and no other Python environment is active.
+HPO_SITE_SETUP=${HPO_SITE_SETUP:-$HPO_ROOT/experiments/site.sh}
+if [ -f "$HPO_SITE_SETUP" ]; then
+  echo "[job] site setup: sourcing $HPO_SITE_SETUP"
+  # shellcheck disable=SC1090
+  source "$HPO_SITE_SETUP"
+elif [ -z "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] && [ -f "$HPO_ROOT/.venv/bin/activate" ]; then
+  # shellcheck disable=SC1091
+  source "$HPO_ROOT/.venv/bin/activate"
+fi
+export PYTHONPATH=$HPO_ROOT${PYTHONPATH:+:$PYTHONPATH}   # trials on every node import hpo/
+# DeepSpeed JIT-compiles its CPU/GPU kernels once; keep them with the project, not in ~.
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HPO_ROOT/.cache/torch_extensions}
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+
+hpo_exec() { "$HPO_ROOT/scripts/container_exec.sh" "$@"; }
+
+# ------------------------------------------------------------------ exit trap
+HPO_EXIT_HOOKS=()
+HPO_FINAL_HOOKS=()
+hpo_on_exit() { HPO_EXIT_HOOKS+=("$*"); }
+hpo_after_finish() { HPO_FINAL_HOOKS+=("$*"); }
+HPO_T0=$(date +%s.%N)
+hpo_finish() {
+  local rc=$? i
+  trap - EXIT TERM INT
+  for ((i = ${#HPO_EXIT_HOOKS[@]} - 1; i >= 0; i--)); do eval "${HPO_EXIT_HOOKS[i]}" || true; done
+  printf '===== JOB %s FINISH : %s (rc=%d, elapsed=%.1fs) =====\n' "$HPO_JOB_ID" "$(date '+%F %T %Z')" "$rc" \
+    "$(awk -v a="$HPO_T0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')"
+  for i in "${HPO_FINAL_HOOKS[@]}"; do eval "$i" || true; done
+  exit "$rc"
+}
+trap hpo_finish EXIT
+trap 'echo "[job] received SIGTERM (scancel or walltime): stopping"; exit 143' TERM
+trap 'echo "[job] interrupted"; exit 130' INT
+
+echo "===== JOB $HPO_JOB_ID START : $(date '+%F %T %Z') ====="
+if [ "$HPO_TIER" = laptop ]; then
+  echo "[job] LAPTOP TIER: no SLURM job here, running the same launcher locally on $(nproc) CPU cores"
+  echo "[job]   profile=$HPO_PROFILE (tiny BLOOM + bundled SQuAD-format set, built offline on first use)"
+fi
+echo "[job] method=$HPO_METHOD job_id=$HPO_JOB_ID job_name=$HPO_JOB_NAME tier=$HPO_TIER profile=$HPO_PROFILE nodes=$HPO_NODES gpus=$HPO_GPUS cpus=$HPO_CPUS host=$(hostname -s) log=$HPO_LOG"

@@ -1,0 +1,292 @@
+"""SQuAD as generative QA: loading, the prompt, and the labels.
+
+Run:  python -m hpo.data --dataset squad --model bigscience/bloom-560m   # prints one encoded example
+
+Loading (`load_squad`): `--dataset` may be
+  * a hub id (`squad`, `rajpurkar/squad`, `squad_v2`) — `datasets.load_dataset`,
+    which honours HF_HUB_OFFLINE=1 and the HF cache (HF_HOME / HF_DATASETS_CACHE);
+  * a SQuAD-format JSON file (v1.1 or v2: {"data": [{"paragraphs": [{"context", "qas"}]}]})
+    — its questions are split, seeded, into train and validation;
+  * a directory holding SQuAD JSON files `train.json` + `validation.json` (or `dev.json`,
+    or the official `train-v1.1.json` + `dev-v1.1.json`), e.g. the tiny set;
+  * a directory written by `DatasetDict.save_to_disk` (with train and validation splits).
+SQuAD v2 unanswerable questions are skipped (and counted) unless keep_unanswerable.
+
+Encoding (`encode_example`), the part the twin got wrong:
+    input  = prompt + " " + answer + EOS          prompt = "Question: <q> Context: <c> Answer:"
+    labels = -100 on every prompt token and on padding; the answer tokens and EOS keep their ids
+so the loss is the model's loss on the answer alone, given the question and context.
+If the example is longer than max_length, only the *context* is cut — to a window
+that still contains the answer span — never the question, the answer or EOS. An example
+whose question + answer cannot fit at all is dropped, and the caller logs how many.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IGNORE_INDEX = -100          # torch.nn.CrossEntropyLoss skips these positions
+MIN_CONTEXT_TOKENS = 8       # below this the "context" is useless: drop the example instead
+
+
+class DataError(RuntimeError):
+    """A dataset or model that cannot be found or read; the message says how to fix it."""
+
+
+def prompt_parts(question: str) -> tuple[str, str]:
+    """The text before and after the context. Prompt = before + context + after."""
+    return f"Question: {question.strip()} Context: ", " Answer:"
+
+
+def answer_text(answer: str) -> str:
+    return " " + answer.strip()          # one space after "Answer:", as in the prompt template
+
+
+# --------------------------------------------------------------------------- loading
+def _flatten_squad_json(doc: dict, source: str) -> list[dict]:
+    """SQuAD JSON (v1.1 or v2) -> flat rows {id, title, context, question, answers{text, answer_start}}."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise DataError(f"{source}: not a SQuAD-format file: expected a JSON object with a 'data' list "
+                        "of articles ({'title', 'paragraphs': [{'context', 'qas': [...]}]})")
+    rows = []
+    try:
+        for a_i, art in enumerate(doc["data"]):
+            for p_i, para in enumerate(art["paragraphs"]):
+                context = para["context"]
+                for qa in para["qas"]:
+                    answers = qa.get("answers") or []
+                    rows.append({
+                        "id": str(qa["id"]), "title": art.get("title", ""), "context": context,
+                        "question": qa["question"],
+                        "answers": {"text": [a["text"] for a in answers],
+                                    "answer_start": [int(a.get("answer_start", -1)) for a in answers]},
+                        "is_impossible": bool(qa.get("is_impossible", False)) or not answers,
+                    })
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{source}: malformed SQuAD JSON in article {a_i}, paragraph {p_i}: "
+                        f"missing or bad field {e!s}") from e
+    if not rows:
+        raise DataError(f"{source}: SQuAD file holds no questions")
+    return rows
+
+
+def _read_squad_file(path: Path) -> list[dict]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                        "expected a SQuAD v1.1/v2 file") from e
+    return _flatten_squad_json(doc, str(path))
+
+
+_TRAIN_NAMES = ("train.json", "train-v1.1.json", "train-v2.0.json")
+_VALID_NAMES = ("validation.json", "dev.json", "dev-v1.1.json", "dev-v2.0.json")
+
+
+def _rows_from_hf(ds) -> list[dict]:
+    out = []
+    for r in ds:
+        ans = r["answers"]
+        out.append({"id": str(r["id"]), "title": r.get("title", ""), "context": r["context"],
+                    "question": r["question"],
+                    "answers": {"text": list(ans["text"]), "answer_start": list(ans["answer_start"])},
+                    "is_impossible": len(ans["text"]) == 0})
+    return out
+
+
+def _load_raw(dataset: str, seed: int, eval_fraction_hint: int) -> tuple[list[dict], list[dict], str]:
+    """(train rows, validation rows, description of the source)."""
+    path = Path(dataset).expanduser()
+    # "squad" and "rajpurkar/squad" are hub ids; "./x", "/x", "a/b/c", "x.json" are paths.
+    looks_like_path = dataset.startswith((".", "/", "~")) or dataset.endswith(".json") or dataset.count("/") > 1
+    if path.is_file():
+        rows = _read_squad_file(path)
+        # One file: hold out a seeded set of *articles'* questions for validation.
+        rng = random.Random(seed)
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        n_val = min(max(eval_fraction_hint, 1), len(rows) // 2)
+        val = [rows[i] for i in order[:n_val]]
+        train = [rows[i] for i in order[n_val:]]
+        return train, val, f"{path} (one file, split {len(train)}/{len(val)})"
+    if path.is_dir():
+        if (path / "dataset_dict.json").exists():
+            from datasets import load_from_disk
+            dd = load_from_disk(str(path))
+            val_name = next((s for s in ("validation", "dev", "test") if s in dd), None)
+            if "train" not in dd or val_name is None:
+                raise DataError(f"{path}: saved DatasetDict needs 'train' and 'validation' splits, has {list(dd)}")
+            return _rows_from_hf(dd["train"]), _rows_from_hf(dd[val_name]), f"{path} (save_to_disk)"
+        tr = next((path / n for n in _TRAIN_NAMES if (path / n).exists()), None)
+        va = next((path / n for n in _VALID_NAMES if (path / n).exists()), None)
+        if tr is None or va is None:
+            raise DataError(f"{path}: directory has neither a save_to_disk DatasetDict (dataset_dict.json) "
+                            f"nor SQuAD JSON files ({'/'.join(_TRAIN_NAMES)} and {'/'.join(_VALID_NAMES)})")
+        return _read_squad_file(tr), _read_squad_file(va), str(path)
+    if looks_like_path:
+        raise DataError(f"dataset path not found: {dataset}\n  give a SQuAD JSON file, a directory with "
+                        "train.json + validation.json, a save_to_disk directory, or a hub id such as 'squad'")
+    # A hub id.
+    try:
+        from datasets import load_dataset
+        dd = load_dataset(dataset)
+    except Exception as e:  # noqa: BLE001 - datasets raises many types; all mean "could not get it"
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+        raise DataError(
+            f"could not load dataset '{dataset}' from the Hugging Face hub"
+            f"{' (HF_HUB_OFFLINE=1: cache only)' if offline else ''}: {type(e).__name__}: {str(e)[:300]}\n"
+            f"  looked in the HF cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and "
+            f"{'not ' if offline else ''}on the hub.\n"
+            "  fix: on a machine with internet run `python -c \"import datasets; datasets.load_dataset('squad')\"` "
+            "with the same HF_HOME, or download train-v1.1.json/dev-v1.1.json and pass --dataset DIR") from e
+    val_name = "validation" if "validation" in dd else next(iter(s for s in dd if s != "train"), None)
+    if "train" not in dd or val_name is None:
+        raise DataError(f"hub dataset '{dataset}' has splits {list(dd)}; need train and validation")
+    return _rows_from_hf(dd["train"]), _rows_from_hf(dd[val_name]), f"hub:{dataset}"
+
+
+@dataclass
+class SquadSplits:
+    train: list[dict]
+    validation: list[dict]
+    source: str
+    skipped_unanswerable: dict = field(default_factory=dict)   # split -> count
+
+
+def load_squad(dataset: str, train_samples: int | None, eval_samples: int | None, seed: int,
+               keep_unanswerable: bool = False) -> SquadSplits:
+    """Seeded subsets of train and validation (None = all), unanswerable questions skipped."""
+    train, val, source = _load_raw(dataset, seed, eval_samples or 100)
+    skipped = {}
+    out = {}
+    for name, rows in (("train", train), ("validation", val)):
+        if not keep_unanswerable:
+            kept = [r for r in rows if not r["is_impossible"]]
+            skipped[name] = len(rows) - len(kept)
+            rows = kept
+        n = train_samples if name == "train" else eval_samples
+        if n is not None and n < len(rows):
+            # Seeded, so every trial of a search sees the same examples.
+            rows = random.Random(seed).sample(rows, n)
+        out[name] = rows
+    if not out["train"] or not out["validation"]:
+        raise DataError(f"{source}: no answerable questions left in train or validation")
+    return SquadSplits(out["train"], out["validation"], source, skipped)
+
+
+# --------------------------------------------------------------------------- encoding
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    prompt_len: int             # input_ids[:prompt_len] is the prompt (what generation gets)
+    context_truncated: bool
+
+
+def _context_window(tokenizer, context: str, answer_start: int, answer: str, budget: int):
+    """Context token ids cut to `budget` tokens, keeping the answer span inside the window."""
+    enc = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    if len(ids) <= budget:
+        return ids, False
+    if answer_start < 0:                                   # unknown position: keep the beginning
+        return ids[:budget], True
+    answer_end = answer_start + len(answer)
+    first = next((i for i, (s, e) in enumerate(offsets) if e > answer_start), 0)
+    last = next((i for i, (s, e) in enumerate(offsets) if e >= answer_end), len(ids) - 1)
+    if last - first + 1 > budget:                          # the answer alone is longer than the window
+        return None, True
+    # Centre the window on the answer, then clamp it so the answer stays inside
+    # (start <= first, start + budget > last) and the window inside the context.
+    start = (first + last) // 2 - budget // 2
+    start = min(max(start, last - budget + 1), first)
+    start = min(max(start, 0), len(ids) - budget)
+    return ids[start:start + budget], True
+
+
+def encode_example(tokenizer, question: str, context: str, answer: str, answer_start: int,
+                   max_length: int) -> Encoded | None:
+    """Prompt + answer + EOS with prompt-masked labels, or None if the answer cannot fit."""
+    before, after = prompt_parts(question)
+    ids_before = tokenizer(before, add_special_tokens=False)["input_ids"]
+    ids_after = tokenizer(after, add_special_tokens=False)["input_ids"]
+    ids_answer = tokenizer(answer_text(answer), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    budget = max_length - len(ids_before) - len(ids_after) - len(ids_answer)
+    if budget < MIN_CONTEXT_TOKENS:
+        return None
+    ids_context, truncated = _context_window(tokenizer, context, answer_start, answer, budget)
+    if ids_context is None:
+        return None
+    prompt = ids_before + ids_context + ids_after
+    return Encoded(input_ids=prompt + ids_answer,
+                   labels=[IGNORE_INDEX] * len(prompt) + ids_answer,
+                   prompt_len=len(prompt), context_truncated=truncated)
+
+
+@dataclass
+class EncodedSplit:
+    features: list[dict]        # input_ids, attention_mask, labels (unpadded)
+    prompts: list[list[int]]    # prompt ids, for generation
+    references: list[list[str]] # all reference answers, for EM/F1
+    ids: list[str]
+    dropped: int                # answer could not fit in max_length
+    truncated: int              # context was cut (answer kept)
+    tokens: int                 # non-padding tokens, for tokens/s
+
+
+def encode_split(tokenizer, rows: list[dict], max_length: int) -> EncodedSplit:
+    out = EncodedSplit([], [], [], [], 0, 0, 0)
+    for r in rows:
+        # Train on the first reference answer; score against all of them.
+        enc = encode_example(tokenizer, r["question"], r["context"], r["answers"]["text"][0],
+                             r["answers"]["answer_start"][0], max_length)
+        if enc is None:
+            out.dropped += 1
+            continue
+        out.truncated += enc.context_truncated
+        out.features.append({"input_ids": enc.input_ids, "attention_mask": [1] * len(enc.input_ids),
+                             "labels": enc.labels})
+        out.prompts.append(enc.input_ids[:enc.prompt_len])
+        out.references.append(list(r["answers"]["text"]))
+        out.ids.append(r["id"])
+        out.tokens += len(enc.input_ids)
+    return out
+
+
+class PadCollator:
+    """Dynamic right padding for training/eval loss: pad ids with pad_token_id, labels with -100."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, batch: list[dict]) -> dict:
+        import torch
+        width = max(len(b["input_ids"]) for b in batch)
+        def pad(key, value):
+            return torch.tensor([b[key] + [value] * (width - len(b[key])) for b in batch], dtype=torch.long)
+        return {"input_ids": pad("input_ids", self.pad_token_id), "attention_mask": pad("attention_mask", 0),
+                "labels": pad("labels", IGNORE_INDEX)}
+
+
+def main(argv=None) -> int:
+    import argparse
+    from transformers import AutoTokenizer
+    ap = argparse.ArgumentParser(description="Show how one SQuAD example is encoded")
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--max-length", type=int, default=512)
+    a = ap.parse_args(argv)
+    tok = AutoTokenizer.from_pretrained(a.model)
+    splits = load_squad(a.dataset, 5, 5, seed=0)
+    enc = encode_split(tok, splits.train[:1], a.max_length)
+    f = enc.features[0]
+    print("text  :", tok.decode(f["input_ids"]))
+    print("target:", tok.decode([t for t in f["labels"] if t != IGNORE_INDEX]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,420 @@
+"""One fine-tuning trial: a causal LM on SQuAD as generative QA, with the HF Trainer (+ DeepSpeed).
+
+Run:  python scripts/train.py --profile tiny --lr 2e-3            # the CLI around `run_trial`
+      torchrun --standalone --nproc_per_node=2 scripts/train.py --profile workshop \
+               --deepspeed deepspeed_configs/zero2.json
+      from hpo.trial import TrialConfig, run_trial                # in-process (Ray Tune trials)
+      run_trial(TrialConfig(profile="tiny", learning_rate=2e-3), report=my_hook)
+
+Every method of the workshop runs this, so it is written once and tested:
+  * data, prompt and labels: hpo.data (labels only on answer + EOS);
+  * after each evaluation (every epoch): eval_loss from the Trainer, then EM/F1 from
+    greedy generation with left padding (hpo.metrics), one `[eval]` line in the log
+    (rank 0), and `report(metrics, save)` — the hook Ray Tune trials use; `save(dir)`
+    writes a checkpoint (weights + trial_state.json) that `resume_from=` loads;
+  * precision: bf16 where the GPU supports it, fp16 on V100-class GPUs, fp32 on CPU;
+  * DeepSpeed: the config's "auto" values are filled by the Trainer from these
+    arguments, and the optimizer is HF's AdamW built from them (see
+    deepspeed_configs/README.md), so --lr/--weight-decay are what the optimizer uses —
+    its param groups are printed at the start of training and kept in metrics.json;
+  * output: <output_dir>/metrics.json and a `[result]` line with the same JSON (rank 0 only).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+from hpo import logfmt
+from hpo.data import DataError
+
+PROFILES = {
+    # Laptop tier: tiny BLOOM + generated SQuAD-format set, both built offline on first use.
+    # Measured on 2 CPU cores (~25 s): lr 5e-3 -> EM ~16 / F1 ~37 after 4 epochs, 3e-3 -> EM ~7,
+    # 1e-2 -> EM ~2, 1e-4 -> ~0: a clear interior optimum, so the search has something to find.
+    "tiny": dict(model="tiny", dataset="tiny", train_samples=1600, eval_samples=100, epochs=4,
+                 learning_rate=5e-3, batch_size=16, max_length=128, max_new_tokens=16),
+    # Cluster tier: the workshop's real setting (1,000 train / 100 validation questions).
+    "workshop": dict(model="bigscience/bloom-560m", dataset="squad", train_samples=1000, eval_samples=100,
+                     epochs=5, learning_rate=2e-4, batch_size=1, max_length=512, max_new_tokens=32),
+}
+
+
+class ConfigError(ValueError):
+    """A bad option value; the message names the option."""
+
+
+@dataclass
+class TrialConfig:
+    """One trial's settings. Fields left None are taken from the profile."""
+    profile: str = "tiny"                 # tiny (laptop, CPU, offline) | workshop (BLOOM-560M + SQuAD)
+    model: str | None = None              # hub id, local model directory, or "tiny"
+    dataset: str | None = None            # hub id, SQuAD JSON file, JSON dir, save_to_disk dir, or "tiny"
+    train_samples: int | None = None      # seeded subset of the training questions
+    eval_samples: int | None = None       # seeded subset of the validation questions
+    epochs: float | None = None
+    learning_rate: float | None = None
+    batch_size: int | None = None         # per device
+    weight_decay: float = 0.0
+    seed: int = 42
+    max_length: int | None = None         # prompt + answer + EOS, in tokens
+    max_new_tokens: int | None = None     # generation budget for EM/F1
+    deepspeed: str | None = None          # DeepSpeed JSON config (ZeRO-2/3)
+    precision: str = "auto"               # auto | bf16 | fp16 | fp32
+    grad_accum: int = 1
+    lr_scheduler: str = "linear"          # linear | cosine | constant (PBT: constant, it restarts trials)
+    warmup_ratio: float = 0.0
+    output_dir: str = "outputs/trial"
+    trial_id: str = "trial"
+    save_model: bool = False              # keep the final weights in <output_dir>/model
+    num_threads: int | None = None        # torch CPU threads (Ray trials: the CPUs they hold)
+    keep_unanswerable: bool = False       # SQuAD v2: keep questions without an answer
+    resume_from: str | None = None        # checkpoint dir written by save(): weights + trial_state.json
+    extra: dict = field(default_factory=dict)   # passed through to metrics.json (e.g. Tune ids)
+
+    def resolved(self) -> "TrialConfig":
+        """A copy with profile defaults filled in and every value checked."""
+        if self.profile not in PROFILES:
+            raise ConfigError(f"--profile must be one of {', '.join(PROFILES)}, not '{self.profile}'")
+        values = asdict(self)
+        for k, v in PROFILES[self.profile].items():
+            if values.get(k) is None:
+                values[k] = v
+        cfg = TrialConfig(**values)
+        cfg._check()
+        return cfg
+
+    def _check(self) -> None:
+        def bad(opt, msg):
+            raise ConfigError(f"{opt}: {msg}")
+        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
+                and self.learning_rate > 0):
+            bad("--lr", f"learning rate must be a positive number, got {self.learning_rate}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            bad("--weight-decay", f"must be >= 0, got {self.weight_decay}")
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            bad("--batch-size", f"must be a positive integer, got {self.batch_size}")
+        if not self.epochs > 0:
+            bad("--epochs", f"must be > 0, got {self.epochs}")
+        for opt, v in (("--train-samples", self.train_samples), ("--eval-samples", self.eval_samples)):
+            if v is not None and v < 1:
+                bad(opt, f"must be >= 1, got {v}")
+        if self.max_length < 16:
+            bad("--max-length", f"must be >= 16 tokens, got {self.max_length}")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            bad("--precision", f"must be auto, bf16, fp16 or fp32, not '{self.precision}'")
+        if self.lr_scheduler not in ("linear", "cosine", "constant", "constant_with_warmup"):
+            bad("--lr-scheduler", f"must be linear, cosine or constant, not '{self.lr_scheduler}'")
+        if self.grad_accum < 1:
+            bad("--grad-accum", f"must be >= 1, got {self.grad_accum}")
+        if not 0 <= self.warmup_ratio < 1:
+            bad("--warmup-ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        if self.deepspeed is not None:
+            p = Path(self.deepspeed)
+            if not p.is_file():
+                bad("--deepspeed", f"config file not found: {self.deepspeed}")
+            try:
+                json.loads(p.read_text())
+            except json.JSONDecodeError as e:
+                bad("--deepspeed", f"{self.deepspeed} is not valid JSON: {e}")
+
+
+ReportFn = Callable[[dict, Callable[[str], None]], None]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _is_path(s: str) -> bool:
+    return s.startswith((".", "/", "~")) or s.count("/") > 1 or os.path.exists(s)
+
+
+def resolve_model_and_data(cfg: TrialConfig) -> tuple[str, str]:
+    from hpo import tiny
+    model = str(tiny.ensure_tiny_model()) if cfg.model == "tiny" else cfg.model
+    dataset = str(tiny.ensure_tiny_data()) if cfg.dataset == "tiny" else cfg.dataset
+    return model, dataset
+
+
+def load_model_and_tokenizer(model_id: str, weights_from: str | None = None):
+    """Tokenizer from model_id; weights from weights_from (a checkpoint) or model_id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if _is_path(model_id) and not Path(model_id).expanduser().is_dir():
+        raise DataError(f"model directory not found: {model_id}\n  give a directory written by "
+                        "save_pretrained (config.json + weights + tokenizer files) or a hub id such as "
+                        "bigscience/bloom-560m")
+    if Path(model_id).expanduser().is_dir() and not (Path(model_id).expanduser() / "config.json").exists():
+        raise DataError(f"{model_id}: not a model directory (no config.json); expected what "
+                        "save_pretrained writes")
+    try:
+        tok = AutoTokenizer.from_pretrained(model_id)
+        model = AutoModelForCausalLM.from_pretrained(weights_from or model_id)
+    except (OSError, ValueError) as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise DataError(
+            f"could not load model '{model_id}'{' (HF_HUB_OFFLINE=1: cache only)' if offline else ''}: "
+            f"{str(e).splitlines()[0][:300]}\n  looked in the HF cache "
+            f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}){'' if offline else ' and on the hub'}.\n"
+            "  fix: pre-download on a login node with internet "
+            "(`huggingface-cli download bigscience/bloom-560m`, same HF_HOME) or pass --model DIR") from e
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token          # BLOOM has <pad>; other models may not
+    if tok.eos_token_id is None:
+        raise DataError(f"{model_id}: tokenizer has no EOS token; answers must end with one")
+    return model, tok
+
+
+def choose_precision(requested: str) -> str:
+    import torch
+    if requested != "auto":
+        if requested in ("bf16", "fp16") and not torch.cuda.is_available():
+            raise ConfigError(f"--precision {requested} needs a CUDA GPU; this run is on the CPU (use fp32 or auto)")
+        return requested
+    if not torch.cuda.is_available():
+        return "fp32"
+    # V100 (compute capability 7.x) has no bf16: use fp16 with loss scaling there.
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_single_process_env() -> None:
+    """DeepSpeed needs RANK/WORLD_SIZE; without torchrun (plain python, a Ray trial) we are rank 0 of 1."""
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(_free_port()))
+
+
+def device_description() -> tuple[str, int]:
+    import torch
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}", world
+    return "cpu", world
+
+
+def _log(msg: str, main: bool = True) -> None:
+    if main:
+        print(f"[trial] {msg}", flush=True)
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- the trial
+def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
+    """Train and evaluate once; returns the metrics.json record (on every rank)."""
+    cfg = cfg.resolved()
+    import torch
+    import transformers
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from hpo.data import PadCollator, encode_split, load_squad
+    from hpo.metrics import generate_answers, squad_scores
+
+    transformers.logging.set_verbosity_warning()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    if cfg.deepspeed:
+        ensure_single_process_env()
+    rank = int(os.environ.get("RANK", "0"))
+    main = rank == 0
+    transformers.set_seed(cfg.seed)
+    out_dir = Path(cfg.output_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- model, data -----------------------------------------------------------------------------
+    model_id, dataset = resolve_model_and_data(cfg)
+    state = {"epochs_done": 0.0, "global_step": 0}
+    if cfg.resume_from:
+        state_file = Path(cfg.resume_from) / "trial_state.json"
+        if not state_file.is_file():
+            raise DataError(f"resume_from={cfg.resume_from}: no trial_state.json (not a trial checkpoint)")
+        state = json.loads(state_file.read_text())
+        _log(f"resuming from {cfg.resume_from}: {state['epochs_done']:g} epochs done "
+             f"(weights of trial {state.get('trial_id', '?')})", main)
+    model, tok = load_model_and_tokenizer(model_id, weights_from=cfg.resume_from)
+    splits = load_squad(dataset, cfg.train_samples, cfg.eval_samples, cfg.seed, cfg.keep_unanswerable)
+    train = encode_split(tok, splits.train, cfg.max_length)
+    val = encode_split(tok, splits.validation, cfg.max_length)
+    _log(f"data {splits.source}: train {len(train.features)} examples, eval {len(val.features)}; "
+         f"dropped (answer cannot fit in {cfg.max_length} tokens): train {train.dropped}, eval {val.dropped}; "
+         f"context truncated (answer kept): train {train.truncated}, eval {val.truncated}; "
+         f"skipped unanswerable (SQuAD v2): train {splits.skipped_unanswerable.get('train', 0)}, "
+         f"eval {splits.skipped_unanswerable.get('validation', 0)}", main)
+    if not train.features or not val.features:
+        raise DataError(f"no examples fit in --max-length {cfg.max_length}; raise it")
+
+    precision = choose_precision(cfg.precision)
+    remaining = cfg.epochs - state["epochs_done"]
+    if remaining <= 0:
+        raise ConfigError(f"--epochs {cfg.epochs:g}: the checkpoint already trained {state['epochs_done']:g} epochs")
+    hparams = {"learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size, "weight_decay": cfg.weight_decay}
+
+    args = TrainingArguments(
+        output_dir=str(out_dir / "hf"),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=max(cfg.batch_size, 8),
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        num_train_epochs=remaining,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,     # transformers 5: a float in [0, 1) is a ratio of the steps
+        eval_strategy="epoch",            # one evaluation (and one Tune report) per epoch
+        save_strategy="no",               # checkpoints are taken by the report hook when asked
+        logging_strategy="epoch",
+        report_to="none",
+        disable_tqdm=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        deepspeed=cfg.deepspeed,
+        optim="adamw_torch_fused" if torch.cuda.is_available() else "adamw_torch",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+    )
+    is_zero3 = bool(cfg.deepspeed) and json.loads(Path(cfg.deepspeed).read_text()) \
+        .get("zero_optimization", {}).get("stage") == 3
+    history: list[dict] = []
+    optimizer_groups: list[dict] = []
+    timing = {"eval_s": 0.0}
+
+    class LogOptimizer(TrainerCallback):
+        """Print what the optimizer really holds: the check the twin never had."""
+        def on_train_begin(self, args, state_, control, optimizer=None, **kw):
+            opt = getattr(optimizer, "optimizer", optimizer)      # DeepSpeed wraps the torch optimizer
+            groups = getattr(opt, "param_groups", None) or getattr(optimizer, "param_groups", [])
+            for g in groups:
+                optimizer_groups.append({"lr": float(g["lr"]), "weight_decay": float(g["weight_decay"]),
+                                         "tensors": len(g["params"])})
+            _log(f"optimizer {type(opt).__name__}: " + "; ".join(
+                f"group {i}: lr={g['lr']:.6g} weight_decay={g['weight_decay']:g} tensors={g['tensors']}"
+                for i, g in enumerate(optimizer_groups)), main)
+
+    def save_checkpoint(directory: str) -> None:
+        """Weights + trial_state.json; collective under ZeRO-3, so every rank must call it."""
+        trainer.save_model(directory)
+        if trainer.is_world_process_zero():
+            _atomic_write_json(Path(directory) / "trial_state.json", {
+                "epochs_done": history[-1]["epoch"] if history else state["epochs_done"],
+                "global_step": state["global_step"] + trainer.state.global_step,
+                "trial_id": cfg.trial_id, "hparams": hparams})
+
+    class QATrainer(Trainer):
+        def evaluate(self, *a, **kw):
+            t0 = time.perf_counter()
+            metrics = super().evaluate(*a, **kw)                   # eval_loss over answer tokens
+            preds = generate_answers(self.model, tok, val.prompts, batch_size=32,
+                                     max_new_tokens=cfg.max_new_tokens, synced_gpus=is_zero3)
+            scores = squad_scores(preds, val.references)
+            timing["eval_s"] += time.perf_counter() - t0
+            epoch = state["epochs_done"] + (self.state.epoch or 0.0)
+            rec = {"epoch": round(epoch, 4), "step": state["global_step"] + self.state.global_step,
+                   "eval_loss": float(metrics["eval_loss"]), **scores}
+            history.append(rec)
+            metrics.update(eval_exact_match=scores["exact_match"], eval_f1=scores["f1"])
+            if self.is_world_process_zero():
+                print(logfmt.eval_line(cfg.trial_id, epoch, rec["step"], rec, hparams), flush=True)
+                if len(history) == 1:
+                    _log("sample answers: " + " | ".join(
+                        f"{p!r} (ref {r[0]!r})" for p, r in zip(preds[:3], val.references[:3])))
+            if report is not None:
+                report({**rec, **hparams, "trial_id": cfg.trial_id}, save_checkpoint)
+            return metrics
+
+    trainer = QATrainer(model=model, args=args, train_dataset=train.features, eval_dataset=val.features,
+                        data_collator=PadCollator(tok.pad_token_id), callbacks=[LogOptimizer()])
+    device, n_dev = device_description()
+    _log(f"{cfg.trial_id}: model={model_id} lr={cfg.learning_rate:g} bs={cfg.batch_size}x{n_dev} "
+         f"wd={cfg.weight_decay:g} epochs={remaining:g} seed={cfg.seed} precision={precision} "
+         f"device={device}x{n_dev} deepspeed={cfg.deepspeed or 'off'}", main)
+    t0 = time.perf_counter()
+    out = trainer.train()
+    wall = time.perf_counter() - t0
+    train_runtime = float(out.metrics.get("train_runtime", wall))
+    # tokens/s over pure training time (the loop minus the evaluations), all devices together.
+    tokens_per_s = train.tokens * remaining / max(train_runtime - timing["eval_s"], 1e-9)
+    last = history[-1] if history else {}
+    record = {
+        "trial_id": cfg.trial_id, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
+        "weight_decay": cfg.weight_decay, "seed": cfg.seed, "epochs": last.get("epoch", cfg.epochs),
+        "eval_loss": last.get("eval_loss"), "exact_match": last.get("exact_match"), "f1": last.get("f1"),
+        "train_runtime_s": round(train_runtime, 3), "eval_runtime_s": round(timing["eval_s"], 3),
+        "tokens_per_s": round(tokens_per_s, 1), "device": device, "num_devices": n_dev,
+        "precision": precision, "deepspeed": cfg.deepspeed, "model": model_id, "dataset": splits.source,
+        "train_examples": len(train.features), "eval_examples": len(val.features),
+        "dropped_too_long": {"train": train.dropped, "eval": val.dropped},
+        "skipped_unanswerable": splits.skipped_unanswerable,
+        "optimizer_param_groups": optimizer_groups, "history": history,
+        "resumed_from": cfg.resume_from, **cfg.extra,
+    }
+    if cfg.save_model:
+        trainer.save_model(str(out_dir / "model"))
+        if main:
+            tok.save_pretrained(str(out_dir / "model"))
+    if main:
+        _atomic_write_json(out_dir / "metrics.json", record)
+        print(logfmt.result_line(record), flush=True)
+    return record
+
+
+# ----------------------------------------------------------------------------- CLI
+def build_parser():
+    import argparse
+    ap = argparse.ArgumentParser(
+        prog="train.py",
+        description="Fine-tune a causal LM on SQuAD as generative QA (one HPO trial). "
+                    "Options left out come from --profile.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--profile", default="tiny", choices=list(PROFILES),
+                    help="tiny: tiny BLOOM + bundled data, CPU, offline; workshop: bigscience/bloom-560m + squad")
+    ap.add_argument("--model", help="hub id, local model directory, or 'tiny'")
+    ap.add_argument("--dataset", help="'squad', a SQuAD v1.1/v2 JSON file, a directory of them, "
+                                      "a save_to_disk directory, or 'tiny'")
+    ap.add_argument("--train-samples", type=int)
+    ap.add_argument("--eval-samples", type=int)
+    ap.add_argument("--epochs", type=float)
+    ap.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
+    ap.add_argument("--batch-size", type=int, help="per device")
+    ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--max-length", type=int, help="prompt + answer + EOS tokens (workshop: 512)")
+    ap.add_argument("--max-new-tokens", type=int, help="generation budget for EM/F1")
+    ap.add_argument("--deepspeed", metavar="CONFIG", help="DeepSpeed JSON, e.g. deepspeed_configs/zero2.json")
+    ap.add_argument("--precision", default="auto", help="auto | bf16 | fp16 | fp32")
+    ap.add_argument("--grad-accum", type=int, default=1)
+    ap.add_argument("--lr-scheduler", default="linear", help="linear | cosine | constant")
+    ap.add_argument("--warmup-ratio", type=float, default=0.0)
+    ap.add_argument("--output-dir", default="outputs/trial")
+    ap.add_argument("--trial-id", default="trial")
+    ap.add_argument("--save-model", action="store_true", help="keep the final weights in OUTPUT_DIR/model")
+    ap.add_argument("--num-threads", type=int, help="torch CPU threads")
+    ap.add_argument("--keep-unanswerable", action="store_true", help="SQuAD v2: keep unanswerable questions")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    names = {f.name for f in fields(TrialConfig)}
+    cfg = TrialConfig(**{k: v for k, v in vars(args).items() if k in names})
+    try:
+        run_trial(cfg)
+    except (ConfigError, DataError) as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    return 0

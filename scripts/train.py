@@ -1,0 +1,22 @@
+#!/usr/bin/env python
+"""One HPO trial: fine-tune a causal LM on SQuAD as generative QA and score it.
+
+Run (laptop tier, CPU, offline; builds the tiny model and data on first use):
+    python scripts/train.py --profile tiny --lr 2e-3 --output-dir outputs/demo
+Run (cluster tier, one node, DeepSpeed ZeRO-2 over the job's GPUs):
+    torchrun --standalone --nproc_per_node=2 scripts/train.py --profile workshop \
+        --lr 2e-4 --batch-size 1 --deepspeed deepspeed_configs/zero2.json --output-dir outputs/run1
+`python scripts/train.py --help` lists every option; options left out come from --profile.
+Writes OUTPUT_DIR/metrics.json and prints one `[eval]` line per evaluation and a
+final `[result]` line (rank 0 only). Exit code 2 on a bad option, model or dataset.
+The code lives in hpo/trial.py, which Ray Tune trials call in-process.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hpo.trial import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
