@@ -55,6 +55,8 @@ else
   # Same log file layout as under sbatch: everything from here on goes to the log too.
   exec > >(tee -a "$HPO_LOG") 2>&1
 fi
+# `--profile X` among the launcher's options (a sourced file sees the caller's "$@").
+_prev=""; for _a in "$@"; do [ "$_prev" = --profile ] && HPO_PROFILE=$_a; _prev=$_a; done
 case ${HPO_PROFILE:-} in
   "") if [ "$HPO_TIER" = cluster ]; then HPO_PROFILE=workshop; else HPO_PROFILE=tiny; fi ;;
   tiny|workshop) ;;
