@@ -100,8 +100,10 @@ hpo_finish() {
   local rc=$? i
   trap - EXIT TERM INT
   for ((i = ${#HPO_EXIT_HOOKS[@]} - 1; i >= 0; i--)); do eval "${HPO_EXIT_HOOKS[i]}" || true; done
-  printf '===== JOB %s FINISH : %s (rc=%d, elapsed=%.1fs) =====\n' "$HPO_JOB_ID" "$(date '+%F %T %Z')" "$rc" \
+  LC_ALL=C printf '===== JOB %s FINISH : %s (rc=%d, elapsed=%.1fs) =====\n' "$HPO_JOB_ID" "$(date '+%F %T %Z')" "$rc" \
     "$(awk -v a="$HPO_T0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')"
+  # laptop tier: give tee a moment to write FINISH to the log before the parser reads it
+  [ "$HPO_TIER" = laptop ] && sleep 0.3
   for i in "${HPO_FINAL_HOOKS[@]}"; do eval "$i" || true; done
   exit "$rc"
 }

@@ -201,6 +201,13 @@ def device_description() -> tuple[str, int]:
     return "cpu", world
 
 
+def weights_fingerprint(model) -> float:
+    """A cheap number that changes with any weight: lets tests prove *whose* weights a trial loaded."""
+    import torch
+    with torch.no_grad():
+        return round(float(sum(p.detach().float().abs().sum() for p in model.parameters())), 4)
+
+
 def _log(msg: str, main: bool = True) -> None:
     if main:
         print(f"[trial] {msg}", flush=True)
@@ -292,13 +299,15 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
         .get("zero_optimization", {}).get("stage") == 3
     history: list[dict] = []
     optimizer_groups: list[dict] = []
-    timing = {"eval_s": 0.0}
+    timing = {"eval_s": 0.0, "train_start": None}
+    loaded_fingerprint = weights_fingerprint(model)
 
     class LogOptimizer(TrainerCallback):
         """Print what the optimizer really holds: the check the twin never had."""
         def on_train_begin(self, args, state_, control, optimizer=None, **kw):
             opt = getattr(optimizer, "optimizer", optimizer)      # DeepSpeed wraps the torch optimizer
             groups = getattr(opt, "param_groups", None) or getattr(optimizer, "param_groups", [])
+            timing["train_start"] = time.perf_counter()
             for g in groups:
                 optimizer_groups.append({"lr": float(g["lr"]), "weight_decay": float(g["weight_decay"]),
                                          "tensors": len(g["params"])})
@@ -313,7 +322,9 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
             _atomic_write_json(Path(directory) / "trial_state.json", {
                 "epochs_done": history[-1]["epoch"] if history else state["epochs_done"],
                 "global_step": state["global_step"] + trainer.state.global_step,
-                "trial_id": cfg.trial_id, "hparams": hparams})
+                "trial_id": cfg.trial_id, "hparams": hparams,
+                "eval_loss": history[-1]["eval_loss"] if history else None,
+                "weights_fingerprint": weights_fingerprint(trainer.model)})
 
     class QATrainer(Trainer):
         def evaluate(self, *a, **kw):
@@ -324,8 +335,11 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
             scores = squad_scores(preds, val.references)
             timing["eval_s"] += time.perf_counter() - t0
             epoch = state["epochs_done"] + (self.state.epoch or 0.0)
+            trained_s = time.perf_counter() - (timing["train_start"] or t0) - timing["eval_s"]
             rec = {"epoch": round(epoch, 4), "step": state["global_step"] + self.state.global_step,
-                   "eval_loss": float(metrics["eval_loss"]), **scores}
+                   "eval_loss": float(metrics["eval_loss"]), **scores,
+                   # running throughput: training tokens so far / training time so far (evals excluded)
+                   "tokens_per_s": round(train.tokens * (self.state.epoch or 0.0) / max(trained_s, 1e-9), 1)}
             history.append(rec)
             metrics.update(eval_exact_match=scores["exact_match"], eval_f1=scores["f1"])
             if self.is_world_process_zero():
@@ -361,7 +375,9 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
         "dropped_too_long": {"train": train.dropped, "eval": val.dropped},
         "skipped_unanswerable": splits.skipped_unanswerable,
         "optimizer_param_groups": optimizer_groups, "history": history,
-        "resumed_from": cfg.resume_from, **cfg.extra,
+        "resumed_from": cfg.resume_from, "resumed_from_trial": state.get("trial_id"),
+        "loaded_weights_fingerprint": loaded_fingerprint,
+        "checkpoint_weights_fingerprint": state.get("weights_fingerprint"), **cfg.extra,
     }
     if cfg.save_model:
         trainer.save_model(str(out_dir / "model"))

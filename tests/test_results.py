@@ -1,0 +1,451 @@
+"""Tests of the results parser (hpo/results.py), scripts/parse_logs.py and scripts/compare.py.
+
+Run: .venv/bin/python -m pytest tests/test_results.py -q
+
+The fixture logs under tests/fixtures/logs/ look like real job output (HF/torch/
+DeepSpeed noise, tqdm redraws with carriage returns, one [eval] line glued behind
+a progress bar); the CSVs under tests/fixtures/expected/ were written by hand from
+the numbers in those logs (gpu_hours = 4 GPUs x wall_s / 3600, e.g. 4 x 1260 / 3600 = 1.4).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpo import logfmt, results
+from hpo.results import (COLUMNS, STATUSES, LogError, best_row, csv_text, format_summary,
+                         job_summary, make_row, markdown_table, parse_log, read_csv,
+                         read_records, write_csv, write_records)
+
+ROOT = Path(__file__).resolve().parent.parent
+LOGS = ROOT / "tests" / "fixtures" / "logs"
+EXPECTED = ROOT / "tests" / "fixtures" / "expected"
+PARSE_LOGS = ROOT / "scripts" / "parse_logs.py"
+COMPARE = ROOT / "scripts" / "compare.py"
+
+
+def _load_compare():
+    spec = importlib.util.spec_from_file_location("compare_script", COMPARE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(PARSE_LOGS), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def _write_log(tmp_path, lines, name="job.out"):
+    p = tmp_path / name
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return p
+
+
+def _job_lines(job_id="77", gpus=2, cpus=8):
+    return [f"===== JOB {job_id} START : 2025-01-01 10:00:00 UTC =====",
+            f"[job] method=manual job_id={job_id} job_name=t tier=cluster profile=tiny "
+            f"nodes=1 gpus={gpus} cpus={cpus} host=n1 log=x.out"]
+
+
+def _run_start(k=1, n=1, trial="t1", when="10:00:10", gpus=2, cpus=8):
+    return (f"===== RUN {k}/{n} START trial={trial} lr=1e-05 bs=8 wd=0.01 seed=1 epochs=2 "
+            f"gpus={gpus} cpus={cpus} : 2025-01-01 {when} UTC =====")
+
+
+# --------------------------------------------------------------------------- fixtures -> CSV
+
+@pytest.mark.parametrize("log, expected", [
+    ("manual_normal.out", "manual_normal.csv"),
+    # the same job with every [eval]/[result] printed by two ranks: must give the SAME CSV
+    ("manual_ranks.out", "manual_normal.csv"),
+    ("manual_truncated.out", "manual_truncated.csv"),
+    ("manual_crashed.out", "manual_crashed.csv"),
+])
+def test_fixture_log_gives_expected_csv(tmp_path, log, expected):
+    parsed = parse_log(LOGS / log)
+    out = write_csv(parsed.rows, tmp_path / "out.csv")
+    assert out.read_text(encoding="utf-8") == (EXPECTED / expected).read_text(encoding="utf-8")
+
+
+def test_normal_log_job_info_and_no_warnings():
+    parsed = parse_log(LOGS / "manual_normal.out")
+    assert parsed.warnings == []
+    job = parsed.job
+    assert (job["job_id"], job["method"], job["nodes"], job["gpus"], job["cpus"]) == ("4815162", "manual", 1, 4, 32)
+    assert job["start"] == "2025-03-14 09:00:03 UTC"
+    assert job["finish"] == "2025-03-14 10:19:25 UTC"
+    assert (job["rc"], job["elapsed_s"], job["runs_planned"]) == (0, 4762.3, 4)
+
+
+def test_result_json_wins_over_eval_lines():
+    row = parse_log(LOGS / "manual_normal.out").rows[0]
+    # [eval] epoch 2 says 1.3021; the [result] JSON has the full-precision 1.30214276…
+    assert row["eval_loss"] == pytest.approx(1.3021427631378173)
+    assert row["train_runtime_s"] == pytest.approx(1201.553)
+
+
+def test_rank_duplicates_count_once():
+    normal, ranks = parse_log(LOGS / "manual_normal.out"), parse_log(LOGS / "manual_ranks.out")
+    text = (LOGS / "manual_ranks.out").read_text(encoding="utf-8")
+    assert text.count("[rank1]: [eval]") == 8 and text.count("[rank1]: [result]") == 4  # really duplicated
+    assert ranks.warnings == []                 # identical duplicates are not a problem
+    assert len(ranks.rows) == len(normal.rows) == 4
+    assert ranks.rows == normal.rows
+    # two evaluations per trial, not four
+    assert {t: [p["epoch"] for p in h] for t, h in ranks.history.items()} == {
+        r["trial_id"]: [1, 2] for r in normal.rows}
+    assert ranks.history == normal.history
+    assert normal.history["grid02_lr1e-05_bs16"][0] == {
+        "epoch": 1, "step": 19, "eval_loss": 1.521, "exact_match": 35, "f1": 46.03}   # the glued line
+
+
+def test_truncated_log_gives_incomplete_row_and_unfinished_summary():
+    parsed = parse_log(LOGS / "manual_truncated.out")
+    assert [r["status"] for r in parsed.rows] == ["completed", "completed", "incomplete"]
+    last = parsed.rows[-1]
+    # START 09:40:18 -> last timestamped line (DeepSpeed, 09:52:18) = 720 s on 4 GPUs
+    assert last["wall_s"] == 720 and last["gpu_hours"] == pytest.approx(0.8)
+    assert (last["eval_loss"], last["exact_match"], last["f1"]) == (1.2544, 44, 55.61)   # last [eval]
+    assert last["train_runtime_s"] is None
+    assert any(w.lineno == 48 and "no END" in w.message for w in parsed.warnings)
+    assert any(w.lineno is None and "FINISH" in w.message for w in parsed.warnings)
+    s = job_summary(parsed.job, parsed.rows)
+    assert s["finish"] is None and s["finished"] is False
+    assert s["elapsed_s"] == 3135 and s["elapsed_source"] == "last timestamped line"   # 09:00:03 -> 09:52:18
+    assert s["n_trials"]["incomplete"] == 1 and s["runs_planned"] == 4
+    assert "no FINISH line" in s["note"]
+    assert "no FINISH line" in format_summary(s)
+
+
+def test_crashed_combination_is_error_and_later_runs_complete():
+    parsed = parse_log(LOGS / "manual_crashed.out")
+    assert [r["status"] for r in parsed.rows] == ["completed", "error", "completed", "completed"]
+    err = parsed.rows[1]
+    # the crashed run keeps its last [eval] (epoch 1; glued behind a tqdm bar in the log)
+    assert (err["eval_loss"], err["exact_match"], err["f1"], err["wall_s"]) == (1.521, 35, 46.03, 612)
+    assert err["gpu_hours"] == pytest.approx(4 * 612 / 3600)
+
+
+def test_malformed_lines_are_warnings_with_line_numbers(tmp_path):
+    parsed = parse_log(LOGS / "manual_crashed.out")
+    assert [(w.lineno, w.message.split(":")[0]) for w in parsed.warnings] == [
+        (96, "malformed [eval] line"), (97, "bad JSON in [result] line (Expecting ',' delimiter at column 116)")]
+    # run 4: its epoch-2 [eval] and its [result] were skipped -> the epoch-1 [eval] is what is left
+    row = parsed.rows[3]
+    assert (row["eval_loss"], row["status"], row["tokens_per_s"]) == (1.331, "completed", None)
+    # ... and the CLI still writes the CSV, reports the line numbers, and exits 0
+    log = shutil.copy(LOGS / "manual_crashed.out", tmp_path / "hpo-manual-4815199.out")
+    res = _cli(log, "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "manual_crashed" not in res.stderr and "hpo-manual-4815199.out:96:" in res.stderr
+    assert "hpo-manual-4815199.out:97:" in res.stderr
+    assert (tmp_path / "hpo-manual-4815199.csv").read_text() == (EXPECTED / "manual_crashed.csv").read_text()
+
+
+def test_non_numeric_value_is_warned_and_skipped(tmp_path):
+    log = _write_log(tmp_path, _job_lines() + [
+        _run_start(),
+        "[eval] trial=t1 epoch=1.00 step=5 eval_loss=2.5000 exact_match=10.00 f1=20.00 lr=1e-05 bs=8 wd=0.01",
+        "[eval] trial=t1 epoch=2.00 step=10 eval_loss=2.1000 exact_match=12.00 f1=n/a lr=1e-05 bs=8 wd=0.01",
+        '[result] {"trial_id": "t1", "eval_loss": "low", "exact_match": 1, "f1": 2}',
+        "===== RUN 1/1 END trial=t1 rc=0 wall_s=90 : 2025-01-01 10:01:40 UTC =====",
+        "===== RUN 9/9 BEGIN what=ever : 2025-01-01 10:01:41 UTC =====",
+        "===== JOB 77 FINISH : 2025-01-01 10:02:00 UTC (rc=0, elapsed=120.0s) ====="])
+    parsed = parse_log(log)
+    assert [w.lineno for w in parsed.warnings] == [5, 6, 8]
+    assert "f1='n/a' is not a number" in parsed.warnings[0].message
+    assert "eval_loss='low'" in parsed.warnings[1].message
+    assert "malformed RUN marker" in parsed.warnings[2].message
+    (row,) = parsed.rows
+    assert (row["status"], row["eval_loss"], row["f1"]) == ("completed", 2.5, 20)   # epoch-1 [eval]
+    assert row["gpu_hours"] == pytest.approx(2 * 90 / 3600) and row["cpu_hours"] == pytest.approx(8 * 90 / 3600)
+
+
+def test_run_killed_at_finish_and_run_without_any_later_time(tmp_path):
+    # scancel: FINISH printed by the EXIT trap while RUN 2 is open -> wall up to FINISH
+    killed = _write_log(tmp_path, _job_lines() + [
+        _run_start(1, 2, "t1", "10:00:10"),
+        "===== RUN 1/2 END trial=t1 rc=0 wall_s=50 : 2025-01-01 10:01:00 UTC =====",
+        _run_start(2, 2, "t2", "10:01:05"),
+        "[job] received SIGTERM (scancel or walltime): stopping",
+        "===== JOB 77 FINISH : 2025-01-01 10:03:05 UTC (rc=143, elapsed=185.0s) ====="], "killed.out")
+    rows = parse_log(killed).rows
+    assert [r["status"] for r in rows] == ["error", "incomplete"]      # t1: rc=0 but no metrics
+    assert rows[1]["wall_s"] == 120 and rows[1]["gpu_hours"] == pytest.approx(2 * 120 / 3600)
+    # killed hard (no FINISH, no later timestamp): wall time unknown -> empty cells
+    hard = _write_log(tmp_path, _job_lines() + [_run_start(), "loading checkpoint shards ..."], "hard.out")
+    (row,) = parse_log(hard).rows
+    assert row["status"] == "incomplete" and row["wall_s"] is None and row["gpu_hours"] is None
+    assert csv_text([row]).splitlines()[1].endswith(",,2,,8,,")
+
+
+def test_error_row_with_nonzero_rc_and_no_eval(tmp_path):
+    log = _write_log(tmp_path, _job_lines() + [
+        _run_start(), "Traceback (most recent call last):", "ValueError: boom",
+        "===== RUN 1/1 END trial=t1 rc=1 wall_s=30 : 2025-01-01 10:00:40 UTC ====="])
+    (row,) = parse_log(log).rows
+    assert row["status"] == "error" and row["eval_loss"] is None and row["wall_s"] == 30
+
+
+def test_logfmt_lines_round_trip(tmp_path):
+    """The parser reads what hpo.logfmt writes (the contract), including a rank prefix."""
+    hp = {"learning_rate": 1e-5, "batch_size": 8, "weight_decay": 0.01}
+    rec = {"trial_id": "t1", "learning_rate": 1e-5, "batch_size": 8, "weight_decay": 0.01, "seed": 1,
+           "epochs": 2, "eval_loss": 0.987654321, "exact_match": 50.0, "f1": 61.25,
+           "train_runtime_s": 77.5, "tokens_per_s": 1234.5, "device": "cpu", "num_devices": 1,
+           "history": []}
+    log = _write_log(tmp_path, _job_lines(gpus=0) + [
+        _run_start(gpus=0),
+        "[rank0]: " + logfmt.eval_line("t1", 1.0, 3, {"eval_loss": 1.1, "exact_match": 40, "f1": 50}, hp),
+        "0: " + logfmt.result_line(rec),
+        "===== RUN 1/1 END trial=t1 rc=0 wall_s=90 : 2025-01-01 10:01:40 UTC =====",
+        "===== JOB 77 FINISH : 2025-01-01 10:02:00 UTC (rc=0, elapsed=120.0s) ====="])
+    parsed = parse_log(log)
+    assert parsed.warnings == []
+    (row,) = parsed.rows
+    assert row["eval_loss"] == pytest.approx(0.987654321) and row["tokens_per_s"] == 1234.5
+    assert row["gpu_hours"] == 0 and row["cpu_hours"] == pytest.approx(8 * 90 / 3600)
+
+
+def test_reparse_after_summary_was_appended(tmp_path):
+    """The launcher prints the parser's output into the same .out; parsing again reads the same rows."""
+    log = shutil.copy(LOGS / "manual_crashed.out", tmp_path / "job.out")
+    res = _cli(log)
+    assert res.returncode == 0
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(res.stderr + res.stdout)
+    again = parse_log(log)
+    assert again.rows == parse_log(LOGS / "manual_crashed.out").rows
+    assert [w.lineno for w in again.warnings] == [96, 97]
+
+
+# --------------------------------------------------------------------------- missing / empty log
+
+@pytest.mark.parametrize("content", [None, "", "\n  \n"])
+def test_missing_or_empty_log_is_a_clear_error_and_keeps_csv(tmp_path, content):
+    log = tmp_path / "hpo-manual-1.out"
+    if content is not None:
+        log.write_text(content)
+    with pytest.raises(LogError, match="not found" if content is None else "empty"):
+        parse_log(log)
+    csv_path = tmp_path / "hpo-manual-1.csv"          # the default CSV path of that log
+    csv_path.write_text("an earlier, good CSV\n")
+    res = _cli(log)
+    assert res.returncode == 2
+    assert "ERROR" in res.stderr and str(log) in res.stderr
+    assert csv_path.read_text() == "an earlier, good CSV\n"
+
+
+def test_cli_usage_error_exits_2():
+    res = _cli()                                      # no LOG argument
+    assert res.returncode == 2 and "usage" in res.stderr
+
+
+def test_cli_default_outputs_next_to_log(tmp_path):
+    log = shutil.copy(LOGS / "manual_normal.out", tmp_path / "hpo-manual-4815162.out")
+    res = _cli(log)
+    assert res.returncode == 0, res.stderr
+    csv_path = tmp_path / "hpo-manual-4815162.csv"
+    assert csv_path.read_text() == (EXPECTED / "manual_normal.csv").read_text()
+    assert "JOB SUMMARY" in res.stdout and f"CSV: {csv_path}" in res.stdout
+    assert len([ln for ln in res.stdout.splitlines() if ln.startswith("| ") and "grid0" in ln]) == 4
+    summary = json.loads((tmp_path / "hpo-manual-4815162.summary.json").read_text())
+    assert summary["n_trials"]["completed"] == 4 and summary["csv"] == str(csv_path)
+    assert summary["job_gpu_hours"] == pytest.approx(4 * 4762.3 / 3600)
+
+
+def test_cli_summary_json_goes_next_to_the_csv(tmp_path):
+    log = shutil.copy(LOGS / "manual_truncated.out", tmp_path / "job.out")
+    res = _cli(log, "--csv", tmp_path / "out" / "t.csv", "--quiet")
+    assert res.returncode == 0 and "JOB SUMMARY" not in res.stdout
+    assert "job.out:48:" in res.stderr                              # warnings even with --quiet
+    summary = json.loads((tmp_path / "out" / "t.summary.json").read_text())
+    assert summary["finish"] is None and summary["elapsed_s"] == 3135
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.out", "out"]
+
+
+def test_write_csv_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "out.csv"
+    path.write_text("old\n")
+
+    def crash(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(results.os, "replace", crash)
+    with pytest.raises(OSError):
+        write_csv(parse_log(LOGS / "manual_normal.out").rows, path)
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]     # no temp file left behind
+
+
+def test_format_value_is_stable():
+    fv = results.format_value
+    assert [fv(None), fv(8), fv(2.0), fv(1e-05), fv(1.3021427631378173), fv(float("nan")),
+            fv(1234567.891), fv(0.68)] == ["", "8", "2", "1e-05", "1.30214", "nan", "1234567.9", "0.68"]
+
+
+# --------------------------------------------------------------------------- records (Ray route)
+
+def _ray_row(**kw):
+    base = dict(method="asha", job_id="900", trial_id="trial_00001", status="stopped_early",
+                learning_rate=3e-5, batch_size=8, weight_decay=0.0, seed=0, epochs=1,
+                eval_loss=1.5, exact_match=30.0, f1=40.0, train_runtime_s=100.0, wall_s=120.0,
+                gpus=1, cpus=4, tokens_per_s=1000.0)
+    base.update(kw)
+    return base
+
+
+def test_records_round_trip(tmp_path):
+    path = tmp_path / "trials.jsonl"
+    write_records([_ray_row()], path)
+    write_records([_ray_row(trial_id="trial_00002", status="completed", eval_loss=float("nan"))],
+                  path, append=True)
+    rows = read_records(path)
+    assert [r["trial_id"] for r in rows] == ["trial_00001", "trial_00002"]
+    assert rows[0]["status"] == "stopped_early"
+    assert rows[0]["gpu_hours"] == pytest.approx(120 / 3600)       # derived: 1 GPU x 120 s
+    assert rows[0]["cpu_hours"] == pytest.approx(4 * 120 / 3600)
+    assert math.isnan(rows[1]["eval_loss"])
+    assert list(rows[0]) == COLUMNS
+    assert [json.loads(line)["trial_id"] for line in path.read_text().splitlines()] == ["trial_00001", "trial_00002"]
+
+
+def test_records_reject_bad_status_and_unknown_keys(tmp_path):
+    path = tmp_path / "trials.jsonl"
+    with pytest.raises(ValueError, match="status 'TERMINATED' is not one of"):
+        write_records([_ray_row(status="TERMINATED")], path)
+    with pytest.raises(ValueError, match="unknown column"):
+        write_records([_ray_row(eval_los=1.0)], path)
+    with pytest.raises(ValueError, match="not a number"):
+        write_records([_ray_row(eval_loss="low")], path)
+    assert not path.exists()                                        # nothing half-written
+    path.write_text(json.dumps(_ray_row()) + "\n" + '{"method": "asha", "trial_id": "x", "status": "done"}\n'
+                    + '{"method": "asha", "trial_id": "y", "sta')   # half a line: driver killed mid-append
+    with pytest.raises(ValueError, match=r"trials.jsonl:2"):
+        read_records(path)
+    warnings = []
+    assert len(read_records(path, warnings=warnings)) == 1
+    assert [w.lineno for w in warnings] == [2, 3]
+
+
+def test_cli_records_route(tmp_path):
+    log = _write_log(tmp_path, _job_lines("900", gpus=4, cpus=16) + [
+        "[eval] trial=trial_00001 epoch=1.00 step=5 eval_loss=1.5 exact_match=30 f1=40 lr=3e-05 bs=8 wd=0",
+        "===== JOB 900 FINISH : 2025-01-01 10:10:00 UTC (rc=0, elapsed=600.0s) ====="], "hpo-asha-900.out")
+    rec = write_records([_ray_row(), _ray_row(trial_id="trial_00002", status="completed", eval_loss=1.2)],
+                        tmp_path / "trials.jsonl")
+    res = _cli(log, "--records", rec)
+    assert res.returncode == 0, res.stderr
+    rows = read_csv(tmp_path / "hpo-asha-900.csv")
+    assert [(r["trial_id"], r["status"]) for r in rows] == [("trial_00001", "stopped_early"),
+                                                           ("trial_00002", "completed")]
+    assert "WARNING" not in res.stderr
+    assert "**trial_00002**" in res.stdout                          # best row highlighted
+    assert _cli(log, "--records", tmp_path / "nope.jsonl").returncode == 2
+
+
+# --------------------------------------------------------------------------- summary and tables
+
+def test_job_summary_arithmetic():
+    job = {"job_id": "1", "method": "manual", "start": "2025-01-01 10:00:00 UTC",
+           "finish": "2025-01-01 12:00:00 UTC", "rc": 0, "elapsed_s": 7200.0, "nodes": 2, "gpus": 8, "cpus": 64}
+    rows = [make_row(method="manual", trial_id="a", status="completed", gpus=4, cpus=32, wall_s=3600, eval_loss=1),
+            make_row(method="manual", trial_id="b", status="error", gpus=4, cpus=32, wall_s=1800)]
+    assert rows[0]["gpu_hours"] == 4.0 and rows[1]["gpu_hours"] == 2.0        # gpus x hours
+    s = job_summary(job, rows)
+    assert s["job_gpu_hours"] == 16.0          # 8 GPUs x 2 h
+    assert s["job_cpu_hours"] == 128.0         # 64 CPUs x 2 h
+    assert s["trial_gpu_hours"] == 6.0 and s["trial_cpu_hours"] == 48.0
+    assert s["training_share"] == pytest.approx(6 / 16) and s["share_basis"] == "GPU"
+    assert s["n_trials"] == {"completed": 1, "stopped_early": 0, "error": 1, "incomplete": 0, "total": 2}
+    text = format_summary(s)
+    assert "JOB SUMMARY" in text and "16.000" in text and "6.000" in text and "37.5 %" in text
+    # laptop tier: no GPUs -> the share is of CPU-hours
+    laptop = job_summary(dict(job, gpus=0), rows)
+    assert laptop["job_gpu_hours"] == 0 and laptop["share_basis"] == "CPU"
+    assert laptop["training_share"] == pytest.approx(48 / 128)
+
+
+def test_markdown_table_one_row_per_trial():
+    rows = parse_log(LOGS / "manual_crashed.out").rows
+    table = markdown_table(rows).splitlines()
+    assert table[0].startswith("| # | trial | status | lr | batch size | weight decay | epochs | eval loss | EM | F1 ")
+    assert table[0].endswith("| wall (s) | GPU-h | CPU-h |")
+    body = table[2:]
+    assert len(body) == len(rows) == 4
+    assert body[1].split(" | ")[:3] == ["| 2", "grid02_lr1e-05_bs16", "error"]
+    assert "**grid03_lr5e-05_bs8**" in body[2] and "| 0.680 | 5.440 |" in body[1]
+
+
+def test_best_row_rules():
+    mk = lambda t, loss, f1: make_row(method="m", trial_id=t, status="completed", eval_loss=loss, f1=f1)
+    rows = [mk("nan", float("nan"), 99), mk("a", 1.2, 50), mk("b", 1.1, 40), mk("c", 1.1, 45), mk("none", None, 90)]
+    assert best_row(rows)["trial_id"] == "c"                # lowest loss; tie -> higher F1
+    assert best_row(rows, metric="f1")["trial_id"] == "nan" # highest F1 for an F1 metric
+    assert best_row([mk("x", None, 1)]) is None
+    assert best_row(parse_log(LOGS / "manual_normal.out").rows)["trial_id"] == "grid03_lr5e-05_bs8"
+
+
+def test_statuses_and_columns_contract():
+    assert STATUSES == ("completed", "stopped_early", "error", "incomplete")
+    assert COLUMNS[:4] == ["method", "job_id", "trial_id", "status"] and len(COLUMNS) == 19
+    assert (EXPECTED / "manual_normal.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
+
+
+# --------------------------------------------------------------------------- compare.py
+
+def _csv_for(tmp_path, name, method, specs, mtime):
+    rows = [make_row(method=method, job_id=name, trial_id=t, status="completed", learning_rate=lr,
+                     batch_size=8, weight_decay=0.0, epochs=1, eval_loss=loss, exact_match=10, f1=f1,
+                     gpus=1, cpus=2, wall_s=3600)
+            for t, lr, loss, f1 in specs]
+    path = write_csv(rows, tmp_path / f"{name}.csv")
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_compare_picks_best_per_method(tmp_path):
+    manual = _csv_for(tmp_path, "manual-1", "manual", [("m1", 1e-5, 1.3, 50), ("m2", 5e-5, 1.1, 55)], 1000)
+    asha_old = _csv_for(tmp_path, "asha-1", "asha", [("old", 1e-4, 0.5, 90)], 1000)
+    asha_new = _csv_for(tmp_path, "asha-2", "asha",
+                        [("a1", 3e-5, 1.2, 52), ("a2", 2e-5, 1.05, 56), ("a3", 4e-5, 1.05, 58)], 2000)
+    out = tmp_path / "cmp"
+    res = subprocess.run([sys.executable, str(COMPARE), str(manual), str(asha_old), str(asha_new),
+                          "--out-dir", str(out)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    best = list(__import__("csv").DictReader(open(out / "best_of_each.csv")))
+    assert [(r["method"], r["trial_id"], r["eval_loss"]) for r in best] == [
+        ("manual", "m2", "1.1"), ("asha", "a3", "1.05")]            # newest asha CSV; tie -> higher F1
+    assert best[1]["method_gpu_hours"] == "3" and best[1]["method_cpu_hours"] == "6"   # 3 trials x 1 GPU x 1 h
+    assert best[1]["source"] == str(asha_new)
+    assert f"asha: using {asha_new} (newest of 2" in res.stdout
+    md = (out / "best_of_each.md").read_text()
+    assert md.count("| manual |") == 1 and md.count("| asha |") == 1 and "m2" in md
+
+    mod = _load_compare()
+    rows, notes = mod.best_of_each(mod.load([manual, asha_old, asha_new]), use_all=True)
+    assert [r["trial_id"] for r in rows] == ["m2", "old"]          # --all: best over both asha CSVs
+    assert rows[1]["method_gpu_hours"] == 4
+
+
+def test_compare_errors(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("trial,loss\nx,1\n")
+    res = subprocess.run([sys.executable, str(COMPARE), str(bad), "--out-dir", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "not the results schema" in res.stderr
+    res = subprocess.run([sys.executable, str(COMPARE), "--out-dir", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "no CSV files" in res.stderr
+    res = subprocess.run([sys.executable, str(COMPARE), str(tmp_path / "logs/*/*.csv")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "no such CSV" in res.stderr
+    assert not (tmp_path / "o").exists()
