@@ -340,6 +340,8 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
                    "eval_loss": float(metrics["eval_loss"]), **scores,
                    # running throughput: training tokens so far / training time so far (evals excluded)
                    "tokens_per_s": round(train.tokens * (self.state.epoch or 0.0) / max(trained_s, 1e-9), 1)}
+            if cfg.resume_from:      # whose weights this trial started from (PBT lineage check)
+                rec["loaded_weights_fingerprint"] = loaded_fingerprint
             history.append(rec)
             metrics.update(eval_exact_match=scores["exact_match"], eval_f1=scores["f1"])
             if self.is_world_process_zero():
@@ -421,7 +423,24 @@ def build_parser():
     ap.add_argument("--save-model", action="store_true", help="keep the final weights in OUTPUT_DIR/model")
     ap.add_argument("--num-threads", type=int, help="torch CPU threads")
     ap.add_argument("--keep-unanswerable", action="store_true", help="SQuAD v2: keep unanswerable questions")
+    ap.add_argument("--resume-from", help="checkpoint directory (weights + trial_state.json) to continue from")
+    ap.add_argument("--report-dir", help="(used by Ray trials running torchrun) after each evaluation write a "
+                                         "checkpoint and a JSON line to REPORT_DIR/reports.jsonl")
     return ap
+
+
+def file_reporter(report_dir: str) -> ReportFn:
+    """A report hook for a trial in a child process: checkpoint + one JSON line per evaluation."""
+    d = Path(report_dir)
+    d.mkdir(parents=True, exist_ok=True)
+
+    def report(metrics: dict, save) -> None:
+        ck = d / f"ckpt-{metrics['step']}"
+        save(str(ck))                                    # collective under ZeRO-3: every rank calls it
+        if int(os.environ.get("RANK", "0")) == 0:
+            with open(d / "reports.jsonl", "a") as f:   # the line appears only after the checkpoint is whole
+                f.write(json.dumps({**metrics, "checkpoint": str(ck)}) + "\n")
+    return report
 
 
 def main(argv=None) -> int:
@@ -429,7 +448,7 @@ def main(argv=None) -> int:
     names = {f.name for f in fields(TrialConfig)}
     cfg = TrialConfig(**{k: v for k, v in vars(args).items() if k in names})
     try:
-        run_trial(cfg)
+        run_trial(cfg, file_reporter(args.report_dir) if args.report_dir else None)
     except (ConfigError, DataError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
