@@ -206,8 +206,10 @@ def trainable(args, to_hparams=None):
 
         ckpt = tune.get_checkpoint()
         out_dir = str(Path(ctx.get_trial_dir()) / "trial")
+        # (returns nothing: a value returned by a Tune function becomes one more, final "result")
         if ckpt is None:
-            return _run(args, config, trial_id, out_dir, None, report)
+            _run(args, config, trial_id, out_dir, None, report)
+            return
         with ckpt.as_directory() as d:
             st = json.loads((Path(d) / "trial_state.json").read_text())
             if st.get("trial_id") != trial_id:       # PBT exploit: another trial's weights
@@ -225,7 +227,7 @@ def trainable(args, to_hparams=None):
                 print(f"[tune] exploit: trial {trial_id} continues from {st.get('trial_id')}'s weights at epoch "
                       f"{st.get('epochs_done'):g}, lr {before.get('learning_rate', float('nan')):.3g} -> "
                       f"{config['learning_rate']:.3g}", flush=True)
-            return _run(args, config, trial_id, out_dir, d, report)
+            _run(args, config, trial_id, out_dir, d, report)
 
     if args.gpus_per_trial > 1:
         # A multi-GPU trial: all its GPUs on one node (torchrun --standalone inside the trial).
@@ -327,13 +329,20 @@ class StatusRecorder(_status_recorder_base()):
 
 
 # ----------------------------------------------------------------------------- results
+def _creation_index(result) -> int:
+    """Tune names trial dirs <trainable>_<trial_id>_<n>_<params>: n counts trials in creation order."""
+    import re
+    m = re.match(r"hpo_trial_[0-9a-f_]+?_(\d+)_", Path(str(result.path)).name)
+    return int(m.group(1)) if m else 1 << 30
+
+
 def finish(results, args, max_epochs: int, to_hparams=None) -> int:
     """Rows in the parser's schema -> $HPO_JOB_DIR/trials.jsonl; print the best trial. Exit code."""
     decode = to_hparams or (lambda c: c)
     from hpo.results import make_row, write_records
     job_dir = Path(os.environ.get("HPO_JOB_DIR") or (ROOT / "logs" / args.method / "local"))
     rows = []
-    for r in sorted(results, key=lambda r: (r.metrics or {}).get("trial_id") or str(r.path)):  # creation order
+    for r in sorted(results, key=_creation_index):
         m = r.metrics or {}
         trial_id = m.get("trial_id") or Path(r.path).name      # Tune puts trial_id in every result
         reached = m.get("training_iteration", 0) or 0
@@ -352,8 +361,8 @@ def finish(results, args, max_epochs: int, to_hparams=None) -> int:
             eval_loss=m.get("eval_loss"), exact_match=m.get("exact_match"), f1=m.get("f1"),
             train_runtime_s=None, wall_s=wall, gpus=args.gpus_per_trial, cpus=args.cpus_per_trial,
             tokens_per_s=m.get("tokens_per_s")))
-        if reached and status == "stopped_early":
-            print(f"[tune] {trial_id} stopped early after {reached} evaluation(s) (epoch {m.get('epoch'):g}), "
+        if status == "stopped_early":
+            print(f"[tune] {trial_id} stopped early after {reached} evaluation(s) (epoch {m.get('epoch', 0):g}), "
                   f"eval_loss {m.get('eval_loss'):.4f}", flush=True)
     write_records(rows, job_dir / "trials.jsonl")
     print(f"[tune] {len(rows)} trials -> {job_dir / 'trials.jsonl'}", flush=True)
