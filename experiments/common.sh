@@ -50,8 +50,9 @@ else
   HPO_NODES=1
   HPO_GPUS_PER_NODE=${HPO_GPUS_PER_NODE:-0}          # laptop tier trains on the CPU
   HPO_CPUS_PER_NODE=${HPO_CPUS_PER_NODE:-$(nproc)}
-  mkdir -p "$HPO_ROOT/logs/$HPO_METHOD"
-  HPO_LOG=$HPO_ROOT/logs/$HPO_METHOD/$HPO_JOB_NAME-$HPO_JOB_ID.out
+  HPO_LOG_ROOT=${HPO_LOG_ROOT:-$HPO_ROOT/logs}     # tests point this at a temporary directory
+  mkdir -p "$HPO_LOG_ROOT/$HPO_METHOD"
+  HPO_LOG=$HPO_LOG_ROOT/$HPO_METHOD/$HPO_JOB_NAME-$HPO_JOB_ID.out
   # Same log file layout as under sbatch: everything from here on goes to the log too.
   exec > >(tee -a "$HPO_LOG") 2>&1
 fi
@@ -64,8 +65,8 @@ case ${HPO_PROFILE:-} in
 esac
 HPO_GPUS=$((HPO_GPUS_PER_NODE * HPO_NODES))
 HPO_CPUS=$((HPO_CPUS_PER_NODE * HPO_NODES))
-# Per-job results on the shared filesystem under a fixed name (resume finds them here).
-HPO_JOB_DIR=$HPO_ROOT/logs/$HPO_METHOD/$HPO_JOB_NAME-$HPO_JOB_ID
+# Per-job results on the shared filesystem under a fixed name, beside the log (resume finds them here).
+HPO_JOB_DIR=${HPO_LOG%.out}
 HPO_CSV=${HPO_LOG%.out}.csv
 mkdir -p "$HPO_JOB_DIR"
 export HPO_TIER HPO_JOB_ID HPO_JOB_NAME HPO_NODES HPO_GPUS_PER_NODE HPO_CPUS_PER_NODE HPO_GPUS HPO_CPUS \

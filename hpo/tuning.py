@@ -85,6 +85,10 @@ def parse_args(method: str, argv=None, add_method_args=None, budget: dict | None
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if str(ROOT) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in paths if p])
+    import random
+    import numpy as np
+    random.seed(args.seed)          # Tune's samplers draw from the global generators:
+    np.random.seed(args.seed)       # the same --seed gives the same trial configurations
     budget = budget or {}
     for layer in (budget.get("smoke", {}) if args.smoke else {}, budget.get(args.profile, {})):
         for k, v in layer.items():

@@ -1,0 +1,138 @@
+"""The launchers on the laptop tier: manual grid, ASHA, PBT, BayesOpt end to end (smoke budgets).
+
+Each runs `bash experiments/<method>/run.slurm` exactly as a learner without SLURM would, with
+HPO_LOG_ROOT pointing at a temporary directory, and checks the CSV the parser wrote.
+"""
+import csv
+import json
+import math
+import os
+
+import pytest
+
+from conftest import run_cli
+from hpo.results import COLUMNS, STATUSES
+
+pytestmark = pytest.mark.slow
+
+
+def launch(root, tmp_path, method, *args, env=None, timeout=900):
+    e = {"HPO_LOG_ROOT": str(tmp_path), "HPO_JOB_ID": f"test-{method}", "RAY_AUTH_MODE": "disabled",
+         "SLURM_JOB_ID": "", **(env or {})}
+    e = {k: v for k, v in e.items()}
+    p = run_cli(["bash", str(root / f"experiments/{method}/run.slurm"), *args], env=e, timeout=timeout)
+    log = tmp_path / method / f"hpo-{method}-test-{method}.out"
+    return p, log
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        r = csv.DictReader(f)
+        assert r.fieldnames == COLUMNS
+        return list(r)
+
+
+def finite(x):
+    return x not in ("", None) and math.isfinite(float(x))
+
+
+def test_manual_grid_laptop_two_combinations(root, tmp_path):
+    p, log = launch(root, tmp_path, "manual", "--lrs", "5e-3", "--batch-sizes", "16",
+                    "--weight-decays", "0.0 0.01", "--epochs", "1", "--", "--train-samples", "160",
+                    "--eval-samples", "16")
+    out = log.read_text()
+    assert p.returncode == 0, out[-4000:]
+    assert "LAPTOP TIER" in out.splitlines()[1]
+    assert "grid (tiny profile): lr {5e-3} x batch size {16} x weight decay {0.0 0.01}" in out
+    assert "===== JOB test-manual START" in out and "===== JOB test-manual FINISH" in out
+    assert out.count("===== RUN ") == 4 and "JOB SUMMARY" in out
+    rows = read_rows(log.with_suffix(".csv"))
+    assert [r["weight_decay"] for r in rows] == ["0", "0.01"]
+    for r in rows:
+        assert r["status"] == "completed" and r["method"] == "manual"
+        assert finite(r["eval_loss"]) and finite(r["exact_match"]) and finite(r["f1"])
+        assert float(r["wall_s"]) > 0 and float(r["cpu_hours"]) > 0
+    # each combination has its own output directory with its metrics.json
+    assert len(list((tmp_path / "manual" / "hpo-manual-test-manual").glob("*/metrics.json"))) == 2
+
+
+def test_manual_grid_one_failing_combination_does_not_stop_the_grid(root, tmp_path):
+    # batch size 0 makes that run exit 2 (train.py rejects it); the other still runs
+    p, log = launch(root, tmp_path, "manual", "--lrs", "5e-3", "--batch-sizes", "0 16",
+                    "--weight-decays", "0.0", "--epochs", "1", "--", "--train-samples", "80", "--eval-samples", "8")
+    assert p.returncode == 0, log.read_text()[-3000:]
+    rows = read_rows(log.with_suffix(".csv"))
+    assert [r["status"] for r in rows] == ["error", "completed"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--lrs", "abc"], "not a non-negative number"),
+    (["--bogus"], "unknown option '--bogus'"),
+    (["--deepspeed", "nope.json"], "DeepSpeed config not found"),
+])
+def test_manual_bad_options(root, tmp_path, args, needle):
+    p, _ = launch(root, tmp_path, "manual", *args, timeout=60)
+    assert p.returncode == 2 and needle in p.stdout + p.stderr
+
+
+def test_asha_stops_trials_early(root, tmp_path):
+    p, log = launch(root, tmp_path, "asha", "--smoke", "--num-samples", "6", "--reduction-factor", "3",
+                    "--lr-min", "1e-5", "--lr-max", "1e-2")
+    out = log.read_text()
+    assert p.returncode == 0, out[-5000:]
+    rows = read_rows(log.with_suffix(".csv"))
+    assert len(rows) == 6 and {r["status"] for r in rows} <= set(STATUSES)
+    stopped = [r for r in rows if r["status"] == "stopped_early"]
+    assert stopped, "ASHA stopped no trial"
+    for r in rows:      # every report carried EM/F1, so stopped trials have them too
+        assert finite(r["eval_loss"]) and finite(r["exact_match"]) and finite(r["f1"])
+        assert 1e-5 <= float(r["learning_rate"]) <= 1e-2
+    assert all(float(r["epochs"]) < 3 for r in stopped)
+    assert "stopped early after" in out and "[tune] BEST trial" in out and "JOB SUMMARY" in out
+
+
+def test_pbt_exploit_continues_from_donor_weights(root, tmp_path, tiny_model):
+    p, log = launch(root, tmp_path, "pbt", "--smoke", "--epochs", "3")
+    out = log.read_text()
+    assert p.returncode == 0, out[-5000:]
+    rows = read_rows(log.with_suffix(".csv"))
+    assert len(rows) == 4 and all(r["status"] == "completed" for r in rows)
+    with open(log.with_suffix(".pbt_lineage.csv"), newline="") as f:
+        lineage = list(csv.DictReader(f))
+    assert lineage, "PBT did no exploit"
+    from transformers import AutoModelForCausalLM
+    from hpo.trial import weights_fingerprint
+    fresh = weights_fingerprint(AutoModelForCausalLM.from_pretrained(tiny_model))
+    for e in lineage:
+        assert e["trial_id"] != e["donor_id"]
+        donor, loaded = float(e["donor_weights_fingerprint"]), float(e["loaded_weights_fingerprint"])
+        # the exploited trial started from exactly the donor's weights, not the pretrained ones
+        assert loaded == pytest.approx(donor, rel=1e-6)
+        assert abs(loaded - fresh) > 1e-3 * fresh
+        assert finite(e["eval_loss_after"])
+    assert "continues from" in out
+
+
+def test_bayesopt_suggestions_stay_in_bounds(root, tmp_path):
+    p, log = launch(root, tmp_path, "bayesopt", "--smoke", "--num-samples", "5", "--lr-min", "1e-3",
+                    "--lr-max", "5e-3", "--weight-decays", "0.0,0.1")
+    assert p.returncode == 0, log.read_text()[-5000:]
+    rows = read_rows(log.with_suffix(".csv"))
+    assert len(rows) == 5
+    for r in rows:
+        assert 1e-3 * (1 - 1e-9) <= float(r["learning_rate"]) <= 5e-3 * (1 + 1e-9)
+        assert r["batch_size"] in ("8", "16")
+        assert 0.0 <= float(r["weight_decay"]) <= 0.1
+        assert r["status"] == "completed" and finite(r["f1"])
+
+
+@pytest.mark.parametrize("method, args, needle", [
+    ("asha", ["--lr-min", "1e-2", "--lr-max", "1e-3"], "bad search space"),
+    ("bayesopt", ["--batch-sizes", "8,x"], "not a comma list"),
+    ("pbt", ["--no-such-flag"], "unrecognized arguments"),
+    ("asha", ["--weight-decays", "-1"], "bad search space"),
+])
+def test_ray_drivers_reject_bad_input(root, method, args, needle):
+    p = run_cli(["python", str(root / f"experiments/{method}/driver.py"), *args], timeout=120,
+                env={"PATH": os.path.dirname(os.sys.executable) + os.pathsep + os.environ["PATH"]})
+    assert p.returncode == 2 and needle in p.stderr, p.stderr[-2000:]
