@@ -100,3 +100,12 @@ def test_cli_unknown_option_exits_2(root):
 def test_precision_auto_on_gpu():
     from hpo.trial import choose_precision
     assert choose_precision("auto") in ("bf16", "fp16")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+@pytest.mark.gpu
+def test_tiny_trial_on_gpu_in_mixed_precision(tmp_path):
+    rec = run_trial(TrialConfig(**FAST, epochs=2, learning_rate=5e-3, output_dir=str(tmp_path)))
+    assert rec["device"].startswith("cuda:") and rec["precision"] in ("bf16", "fp16")
+    assert rec["history"][1]["eval_loss"] < rec["history"][0]["eval_loss"]
+    assert math.isfinite(rec["f1"])
