@@ -126,6 +126,20 @@ def test_bayesopt_suggestions_stay_in_bounds(root, tmp_path):
         assert r["status"] == "completed" and finite(r["f1"])
 
 
+def test_trial_as_torchrun_inside_a_tune_trial(root, tmp_path):
+    """The multi-GPU route (torchrun inside the Tune trial, reports relayed with checkpoints), on 1 CPU rank."""
+    p, log = launch(root, tmp_path, "asha", "--smoke", "--num-samples", "2", "--epochs", "2",
+                    env={"HPO_TRIAL_LAUNCHER": "torchrun"})
+    out = log.read_text()
+    assert p.returncode == 0, out[-5000:]
+    rows = read_rows(log.with_suffix(".csv"))
+    assert len(rows) == 2 and all(finite(r["eval_loss"]) and finite(r["f1"]) for r in rows)
+    assert max(float(r["epochs"]) for r in rows) == 2
+    # each evaluation arrived through the child's report file with its checkpoint
+    reports = list((tmp_path / "asha").rglob("reports/reports.jsonl"))
+    assert reports and all(len(f.read_text().splitlines()) >= 1 for f in reports)
+
+
 @pytest.mark.parametrize("method, args, needle", [
     ("asha", ["--lr-min", "1e-2", "--lr-max", "1e-3"], "bad search space"),
     ("bayesopt", ["--batch-sizes", "8,x"], "not a comma list"),

@@ -77,13 +77,16 @@ def test_bad_config_values_are_rejected(cfg, needle):
     (["--model", "/nonexistent/model-dir"], "model directory not found"),
     (["--lr", "-0.001"], "learning rate must be a positive number"),
     (["--dataset", "BAD_JSON"], "not valid JSON"),
+    # hub ids with HF_HUB_OFFLINE=1 and an empty cache: the real loading path, one clear message
+    (["--model", "bigscience/bloom-560m"], "could not load model 'bigscience/bloom-560m' (HF_HUB_OFFLINE=1"),
+    (["--dataset", "squad"], "could not load dataset 'squad' from the Hugging Face hub (HF_HUB_OFFLINE=1"),
 ])
 def test_cli_bad_inputs_exit_2_with_one_clear_message(tmp_path, root, args, needle):
     bad = tmp_path / "bad.json"
     bad.write_text('{"data": [')
     args = [str(bad) if a == "BAD_JSON" else a for a in args]
     p = run_cli([sys.executable, str(root / "scripts/train.py"), "--output-dir", str(tmp_path / "o"), *args],
-                timeout=120)
+                env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}, timeout=120)
     assert p.returncode == 2, p.stderr[-2000:]
     assert needle in p.stderr
     assert "Traceback" not in p.stderr
