@@ -12,7 +12,10 @@
 #   * hpo_on_exit CMD: cleanups (e.g. Ray teardown) run by that trap before FINISH,
 #     and hpo_after_finish CMD: run after FINISH (the log → CSV parser), so the
 #     job summary sees the finish time;
-#   * hpo_exec CMD…: CMD on the host or in `apptainer exec` (scripts/container_exec.sh).
+#   * hpo_run CMD…: CMD in the background + wait, so that SIGTERM (scancel, walltime) runs the
+#     trap at once and is forwarded to CMD — a foreground CMD would hold the trap until it exits,
+#     and SLURM's SIGKILL (KillWait later) would then take the FINISH line and the CSV with it;
+#   * hpo_exec CMD…: hpo_run, on the host or in `apptainer exec` (scripts/container_exec.sh).
 #
 # Inputs: HPO_METHOD (set by the launcher before sourcing), optional HPO_PROFILE
 # (tiny|workshop; default by tier), HPO_JOB_NAME (laptop job name).
@@ -89,7 +92,25 @@ export PYTHONPATH=$HPO_ROOT${PYTHONPATH:+:$PYTHONPATH}   # trials on every node 
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HPO_ROOT/.cache/torch_extensions}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
-hpo_exec() { "$HPO_ROOT/scripts/container_exec.sh" "$@"; }
+HPO_CHILD=""
+hpo_run() {
+  "$@" &
+  HPO_CHILD=$!
+  wait "$HPO_CHILD"
+  local rc=$?
+  HPO_CHILD=""
+  return $rc
+}
+hpo_exec() { hpo_run "$HPO_ROOT/scripts/container_exec.sh" "$@"; }
+# Forward a signal to the running command, give it HPO_TERM_WAIT_S (default 8, below SLURM's
+# KillWait) to stop, then leave through the EXIT trap (cleanups, FINISH, parser).
+hpo_stop_child() {
+  local sig=$1 i
+  [ -n "$HPO_CHILD" ] || return 0
+  kill -"$sig" "$HPO_CHILD" 2>/dev/null
+  for ((i = 0; i < ${HPO_TERM_WAIT_S:-8} * 10; i++)); do kill -0 "$HPO_CHILD" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$HPO_CHILD" 2>/dev/null
+}
 
 # ------------------------------------------------------------------ exit trap
 HPO_EXIT_HOOKS=()
@@ -109,8 +130,8 @@ hpo_finish() {
   exit "$rc"
 }
 trap hpo_finish EXIT
-trap 'echo "[job] received SIGTERM (scancel or walltime): stopping"; exit 143' TERM
-trap 'echo "[job] interrupted"; exit 130' INT
+trap 'echo "[job] received SIGTERM (scancel or walltime): stopping"; hpo_stop_child TERM; exit 143' TERM
+trap 'echo "[job] interrupted"; hpo_stop_child INT; exit 130' INT
 
 echo "===== JOB $HPO_JOB_ID START : $(date '+%F %T %Z') ====="
 if [ "$HPO_TIER" = laptop ]; then
