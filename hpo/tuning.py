@@ -185,7 +185,7 @@ def trainable(args, to_hparams=None):
     decode = to_hparams or (lambda c: c)
     from ray import tune
 
-    job_dir = Path(os.environ.get("HPO_JOB_DIR") or (ROOT / "logs" / args.method / "local"))
+    job_dir = _job_dir(args)
     state_dir = job_dir / "trial_state"
 
     def hpo_trial(search_config: dict):
@@ -305,71 +305,120 @@ def run_torchrun_trial(cfg: TrialConfig, nproc: int, report) -> dict:
 
 
 # ----------------------------------------------------------------------------- run config
-def run_config(args, **kw):
-    """Results in $HPO_JOB_DIR/<method> (a fixed name on the shared FS; a resumed job finds them)."""
+def _sigterm_as_sigint() -> None:
+    """scancel/walltime send SIGTERM; Tune stops *gracefully* on SIGINT (saves its state, fit() returns),
+    so the driver can still write every trial's row (status incomplete) before the job ends."""
+    import signal
+
+    def handler(signum, frame):
+        TrialRecorder.interrupted = True
+        print("[tune] SIGTERM: stopping the experiment gracefully (trials still running -> incomplete)",
+              flush=True)
+        os.kill(os.getpid(), signal.SIGINT)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _job_dir(args) -> Path:
+    return Path(os.environ.get("HPO_JOB_DIR") or (ROOT / "logs" / args.method / "local")).resolve()
+
+
+def run_config(args, to_hparams=None, **kw):
+    """Results in $HPO_JOB_DIR/<method> (a fixed name on the shared FS; a resumed job finds them),
+    and a TrialRecorder that keeps $HPO_JOB_DIR/trials.jsonl current after every result."""
     from ray import tune
-    storage = Path(os.environ.get("HPO_JOB_DIR") or (ROOT / "logs" / args.method / "local")).resolve()
+    _sigterm_as_sigint()
+    storage = _job_dir(args)
     storage.mkdir(parents=True, exist_ok=True)
     kw.setdefault("checkpoint_config", tune.CheckpointConfig(num_to_keep=kw.pop("num_to_keep", 2)))
+    recorder = TrialRecorder(args, to_hparams)
     return tune.RunConfig(name=args.method, storage_path=str(storage), verbose=1,
-                          callbacks=[StatusRecorder()] + kw.pop("callbacks", []), **kw)
+                          callbacks=[recorder] + kw.pop("callbacks", []), **kw)
 
 
-def _status_recorder_base():
+def _callback_base():
     from ray.tune import Callback
     return Callback
 
 
-class StatusRecorder(_status_recorder_base()):
-    """Which trials ended normally (or were stopped by the scheduler) and which errored."""
-    completed: set = set()
-    errored: set = set()
+class TrialRecorder(_callback_base()):
+    """One row per trial in the parser's schema, rewritten (atomically) after every result, so a job
+    killed by scancel or its walltime still leaves every trial's row (running ones: incomplete).
+
+    Rows are in creation order (the order trials start); status: completed (reached --epochs),
+    stopped_early (a scheduler stopped it before), error, incomplete (still running when it ended).
+    """
+    active: "TrialRecorder | None" = None
+    interrupted = False      # set on SIGTERM: trials ended from then on were cut off, not finished
+
+    def __init__(self, args, to_hparams=None):
+        self.args, self.decode = args, to_hparams or (lambda c: c)
+        self.path = _job_dir(args) / "trials.jsonl"
+        self.trials: dict[str, dict] = {}
+        TrialRecorder.active = self
+
+    def _entry(self, trial) -> dict:
+        return self.trials.setdefault(trial.trial_id, {"config": dict(trial.config), "metrics": {},
+                                                       "status": "incomplete"})
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._entry(trial)
+        self.write()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        e = self._entry(trial)
+        e["config"] = dict(trial.config)          # PBT changes a member's config at an exploit
+        e["metrics"] = {k: result.get(k) for k in ("epoch", "eval_loss", "exact_match", "f1", "trial_wall_s",
+                                                   "tokens_per_s", "training_iteration")}
+        self.write()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        StatusRecorder.completed.add(trial.trial_id)
+        e = self._entry(trial)
+        if self.interrupted:
+            return                                # stays incomplete
+        done = (e["metrics"].get("epoch") or 0) >= self.args.epochs - 1e-6
+        e["status"] = "completed" if done else "stopped_early"
+        self.write()
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        StatusRecorder.errored.add(trial.trial_id)
+        e = self._entry(trial)
+        if not (self.interrupted and e["status"] == "incomplete"):
+            e["status"] = "error"
+        self.write()
+
+    def rows(self) -> list[dict]:
+        from hpo.results import make_row
+        out = []
+        for tid, e in self.trials.items():
+            m, hp = e["metrics"], self.decode(e["config"])
+            out.append(make_row(
+                method=self.args.method, job_id=os.environ.get("HPO_JOB_ID", "local"), trial_id=tid,
+                status=e["status"], learning_rate=hp.get("learning_rate"), batch_size=hp.get("batch_size"),
+                weight_decay=hp.get("weight_decay"), seed=self.args.seed, epochs=m.get("epoch"),
+                eval_loss=m.get("eval_loss"), exact_match=m.get("exact_match"), f1=m.get("f1"),
+                wall_s=m.get("trial_wall_s"), gpus=self.args.gpus_per_trial, cpus=self.args.cpus_per_trial,
+                tokens_per_s=m.get("tokens_per_s")))
+        return out
+
+    def write(self) -> None:
+        from hpo.results import write_records
+        write_records(self.rows(), self.path)
 
 
 # ----------------------------------------------------------------------------- results
-def _creation_index(result) -> int:
-    """Tune names trial dirs <trainable>_<trial_id>_<n>_<params>: n counts trials in creation order."""
-    import re
-    m = re.match(r"hpo_trial_[0-9a-f_]+?_(\d+)_", Path(str(result.path)).name)
-    return int(m.group(1)) if m else 1 << 30
-
-
-def finish(results, args, max_epochs: int, to_hparams=None) -> int:
-    """Rows in the parser's schema -> $HPO_JOB_DIR/trials.jsonl; print the best trial. Exit code."""
-    decode = to_hparams or (lambda c: c)
-    from hpo.results import make_row, write_records
-    job_dir = Path(os.environ.get("HPO_JOB_DIR") or (ROOT / "logs" / args.method / "local"))
-    rows = []
-    for r in sorted(results, key=_creation_index):
-        m = r.metrics or {}
-        trial_id = m.get("trial_id") or Path(r.path).name      # Tune puts trial_id in every result
-        reached = m.get("training_iteration", 0) or 0
-        if r.error is not None or trial_id in StatusRecorder.errored:
-            status = "error"
-        elif trial_id in StatusRecorder.completed:
-            status = "completed" if m.get("epoch", 0) >= max_epochs - 1e-6 else "stopped_early"
-        else:
-            status = "incomplete"
-        wall = m.get("trial_wall_s")
-        hp = decode(r.config)
-        rows.append(make_row(
-            method=args.method, job_id=os.environ.get("HPO_JOB_ID", "local"), trial_id=trial_id, status=status,
-            learning_rate=hp.get("learning_rate"), batch_size=hp.get("batch_size"),
-            weight_decay=hp.get("weight_decay"), seed=args.seed, epochs=m.get("epoch"),
-            eval_loss=m.get("eval_loss"), exact_match=m.get("exact_match"), f1=m.get("f1"),
-            train_runtime_s=None, wall_s=wall, gpus=args.gpus_per_trial, cpus=args.cpus_per_trial,
-            tokens_per_s=m.get("tokens_per_s")))
-        if status == "stopped_early":
-            print(f"[tune] {trial_id} stopped early after {reached} evaluation(s) (epoch {m.get('epoch', 0):g}), "
-                  f"eval_loss {m.get('eval_loss'):.4f}", flush=True)
-    write_records(rows, job_dir / "trials.jsonl")
-    print(f"[tune] {len(rows)} trials -> {job_dir / 'trials.jsonl'}", flush=True)
+def finish(results, args) -> int:
+    """After fit(): final statuses from the ResultGrid into trials.jsonl; print the stops and the best."""
+    rec = TrialRecorder.active
+    for r in results:                             # the ResultGrid is authoritative for errors
+        tid = (r.metrics or {}).get("trial_id")
+        if r.error is not None and tid in rec.trials and not rec.interrupted:
+            rec.trials[tid]["status"] = "error"
+    rec.write()
+    rows = rec.rows()
+    for r in rows:
+        if r["status"] == "stopped_early":
+            print(f"[tune] {r['trial_id']} stopped early at epoch {r['epochs']:g} (a rung), "
+                  f"eval_loss {r['eval_loss']:.4f}", flush=True)
+    print(f"[tune] {len(rows)} trials -> {rec.path}", flush=True)
     ok = [r for r in rows if r["eval_loss"] is not None and math.isfinite(r["eval_loss"])]
     if not ok:
         print("[tune] ERROR: no trial produced an eval_loss; see the trial errors above", flush=True)
@@ -389,7 +438,7 @@ def write_pbt_lineage(results, args) -> Path | None:
     checkpoint written by another trial is an exploit, and it records whose weights it loaded.
     """
     import csv
-    job_dir = Path(os.environ.get("HPO_JOB_DIR") or (ROOT / "logs" / args.method / "local"))
+    job_dir = _job_dir(args)
     events_file = job_dir / "exploits.jsonl"
     events = [json.loads(l) for l in events_file.read_text().splitlines() if l.strip()] \
         if events_file.exists() else []

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -31,126 +30,18 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-LOCAL_SLURM = ROOT / "scripts" / "local_slurm.sh"
+from slurm_util import (LOCAL_SLURM, ROOT, VENV_BIN, _assert_completed, _assert_no_leftovers,  # noqa: F401
+                        JOB_WAIT_S, _in_queue, _job_env, _job_info, _json_lines, _run, _text, _wait_gone,
+                        slurm_cluster, submit)
+
 JOB = "tests/slurm/ray_job.sbatch"
 STUB_BIN = ROOT / "tests" / "slurm" / "bin"
-VENV_BIN = Path(sys.executable).parent
 JOB_TIME_LIMIT_S = 300            # the --time every test job gets (5 min)
-JOB_WAIT_S = 150                  # bound on any wait for a job to leave squeue
 
 
 # ----------------------------------------------------------------------------- helpers
-def _run(cmd, timeout=30, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def _job_env(**extra) -> dict:
-    """The submitting shell's environment: venv first on PATH, no stray Ray/container settings."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RAY_", "SLURM_", "APPTAINER_", "HPO_"))}
-    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}"
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
 def _submit(out: Path, sbatch_args: list[str], **env) -> str:
-    cmd = ["sbatch", "--parsable", f"--output={out}", f"--chdir={ROOT}",
-           f"--time={JOB_TIME_LIMIT_S // 60}", *sbatch_args, JOB]
-    r = _run(cmd, cwd=ROOT, env=_job_env(**env))
-    assert r.returncode == 0, f"sbatch failed: {r.stderr}"
-    return r.stdout.strip().split(";")[0]
-
-
-def _in_queue(job_id: str) -> str:
-    """squeue state letter(s) of the job, '' once it has left the queue."""
-    r = _run(["squeue", "-h", "-j", job_id, "-o", "%t"])
-    return r.stdout.strip()
-
-
-def _wait_gone(*job_ids: str, timeout: float = JOB_WAIT_S, on_poll=None) -> float:
-    """Poll squeue every 0.25 s until every job has left it; return the seconds waited."""
-    t0 = time.time()
-    pending = set(job_ids)
-    while pending:
-        states = {j: _in_queue(j) for j in pending}
-        if on_poll:
-            on_poll(states)
-        pending = {j for j, s in states.items() if s}
-        if not pending:
-            break
-        if time.time() - t0 > timeout:
-            for j in pending:
-                _run(["scancel", j])
-            raise AssertionError(f"jobs {sorted(pending)} still in squeue after {timeout}s (cancelled)")
-        time.sleep(0.25)
-    return time.time() - t0
-
-
-def _job_info(job_id: str) -> dict:
-    r = _run(["scontrol", "show", "job", "-o", job_id])
-    assert r.returncode == 0, f"scontrol show job {job_id}: {r.stderr}"
-    return dict(re.findall(r"(\w+)=(\S*)", r.stdout))
-
-
-def _text(out: Path) -> str:
-    try:
-        return out.read_text(errors="replace")
-    except FileNotFoundError:
-        return f"<no output file {out}>"
-
-
-def _leftovers(job_id: str) -> list[str]:
-    """Processes or temp dirs of the job still alive/present (Ray daemons, srun steps, node wrappers)."""
-    ps = _run(["ps", "-eo", "pid,args"]).stdout.splitlines()
-    left = [line for line in ps if f"/ray-{job_id}-" in line]
-    left += [str(p) for p in Path("/tmp").glob(f"ray-{job_id}-*")]
-    steps = _run(["squeue", "-h", "-s", "-j", job_id]).stdout.strip()
-    if steps:
-        left.append(f"squeue -s: {steps}")
-    return left
-
-
-def _assert_no_leftovers(job_id: str, out: Path):
-    deadline = time.time() + 3          # the job left squeue; give the kernel a moment to reap
-    while (left := _leftovers(job_id)) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not left, f"job {job_id} left processes/dirs behind: {left}\n--- {out}:\n{_text(out)}"
-
-
-def _assert_completed(job_id: str, out: Path):
-    info = _job_info(job_id)
-    assert (info.get("JobState"), info.get("ExitCode")) == ("COMPLETED", "0:0"), \
-        f"job {job_id}: JobState={info.get('JobState')} ExitCode={info.get('ExitCode')}\n--- {out}:\n{_text(out)}"
-
-
-def _json_lines(text: str, tag: str) -> list[dict]:
-    import json
-    return [json.loads(line[len(tag) + 1:]) for line in text.splitlines() if line.startswith(tag + " ")]
-
-
-# ----------------------------------------------------------------------------- cluster
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """The local two-node cluster (scripts/local_slurm.sh up); down again at the end if we started it."""
-    def cannot(reason: str):
-        if os.environ.get("HPO_TEST_REQUIRE_SLURM") == "1":
-            pytest.fail(f"HPO_TEST_REQUIRE_SLURM=1 but {reason}")
-        pytest.skip(reason)
-
-    if not sys.platform.startswith("linux"):
-        cannot("the local SLURM cluster needs Linux")
-    if os.geteuid() != 0:
-        cannot("the local SLURM cluster needs root (it starts slurmctld/slurmd/munged): run as root or in CI")
-    if not shutil.which("slurmctld") and not shutil.which("apt-get"):
-        cannot("SLURM is not installed and there is no apt-get to install it")
-    was_up = _run(["bash", str(LOCAL_SLURM), "status"]).returncode == 0
-    r = _run(["bash", str(LOCAL_SLURM), "up"], timeout=600)
-    if r.returncode != 0:
-        cannot(f"scripts/local_slurm.sh up failed (exit {r.returncode}):\n{(r.stdout + r.stderr)[-3000:]}")
-    yield
-    if not was_up:
-        _run(["bash", str(LOCAL_SLURM), "down"], timeout=120)
+    return submit(JOB, out, sbatch_args, time_min=JOB_TIME_LIMIT_S // 60, **env)
 
 
 # ----------------------------------------------------------------------------- slurm tests

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     results = tuner.fit()
 
     # ------------------------------------------------------------------------- 5. results
-    return tuning.finish(results, args, max_epochs=args.epochs)
+    return tuning.finish(results, args)
 
 
 if __name__ == "__main__":

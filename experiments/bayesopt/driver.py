@@ -85,12 +85,12 @@ def main(argv=None) -> int:
         param_space=param_space,
         tune_config=tune.TuneConfig(metric="eval_loss", mode="min", num_samples=args.num_samples,
                                     search_alg=searcher),
-        run_config=tuning.run_config(args),
+        run_config=tuning.run_config(args, to_hparams),
     )
     results = tuner.fit()
 
     # ------------------------------------------------------------------------- 5. results
-    return tuning.finish(results, args, max_epochs=args.epochs, to_hparams=to_hparams)
+    return tuning.finish(results, args)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def main(argv=None) -> int:
 
     # ------------------------------------------------------------------------- 5. results
     tuning.write_pbt_lineage(results, args)
-    return tuning.finish(results, args, max_epochs=args.epochs)
+    return tuning.finish(results, args)
 
 
 if __name__ == "__main__":
