@@ -61,8 +61,14 @@ else
 fi
 # `--profile X` among the launcher's options (a sourced file sees the caller's "$@").
 _prev=""; for _a in "$@"; do [ "$_prev" = --profile ] && HPO_PROFILE=$_a; _prev=$_a; done
+_profile_note=""
 case ${HPO_PROFILE:-} in
-  "") if [ "$HPO_TIER" = cluster ]; then HPO_PROFILE=workshop; else HPO_PROFILE=tiny; fi ;;
+  "") if [ "$HPO_TIER" = laptop ]; then HPO_PROFILE=tiny
+      elif command -v nvidia-smi >/dev/null 2>&1 || [ "$HPO_GPUS_PER_NODE" = 0 ]; then HPO_PROFILE=workshop
+      else  # GPUs allocated but no driver: the practice cluster's emulated GPUs (scripts/local_slurm.sh)
+        HPO_PROFILE=tiny
+        _profile_note="no nvidia-smi on this node (emulated GPUs?): tiny profile; set HPO_PROFILE=workshop to override"
+      fi ;;
   tiny|workshop) ;;
   *) echo "ERROR: HPO_PROFILE must be tiny or workshop, not '$HPO_PROFILE'" >&2; exit 2 ;;
 esac
@@ -138,4 +144,5 @@ if [ "$HPO_TIER" = laptop ]; then
   echo "[job] LAPTOP TIER: no SLURM job here, running the same launcher locally on $(nproc) CPU cores"
   echo "[job]   profile=$HPO_PROFILE (tiny BLOOM + bundled SQuAD-format set, built offline on first use)"
 fi
+[ -n "$_profile_note" ] && echo "[job] $_profile_note"
 echo "[job] method=$HPO_METHOD job_id=$HPO_JOB_ID job_name=$HPO_JOB_NAME tier=$HPO_TIER profile=$HPO_PROFILE nodes=$HPO_NODES gpus=$HPO_GPUS cpus=$HPO_CPUS host=$(hostname -s) log=$HPO_LOG"

@@ -88,7 +88,7 @@ def test_asha_stops_trials_early(root, tmp_path):
         assert finite(r["eval_loss"]) and finite(r["exact_match"]) and finite(r["f1"])
         assert 1e-5 <= float(r["learning_rate"]) <= 1e-2
     assert all(float(r["epochs"]) < 3 for r in stopped)
-    assert "stopped early after" in out and "[tune] BEST trial" in out and "JOB SUMMARY" in out
+    assert "stopped early at epoch" in out and "[tune] BEST trial" in out and "JOB SUMMARY" in out
 
 
 def test_pbt_exploit_continues_from_donor_weights(root, tmp_path, tiny_model):
