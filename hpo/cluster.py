@@ -35,24 +35,22 @@ import time
 __all__ = ["connect_ray", "wait_for_cluster"]
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_number(name: str, default, kind=int, what="a whole number"):
     value = os.environ.get(name, "")
     if value == "":
         return default
     try:
-        return int(value)
+        return kind(value)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+        raise ValueError(f"{name} must be {what}, got {value!r}") from None
+
+
+def _env_int(name: str, default: int) -> int:
+    return _env_number(name, default, int, "a whole number")
 
 
 def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name, "")
-    if value == "":
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+    return _env_number(name, default, float, "a number of seconds")
 
 
 def _alive_summary(ray) -> tuple[int, float, float]:

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from hpo import data, tiny
+from hpo import tiny
 from hpo.data import IGNORE_INDEX, DataError, encode_example, encode_split, load_squad
 
 

@@ -9,7 +9,6 @@ import json
 import shutil
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from conftest import run_cli

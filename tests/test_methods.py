@@ -4,7 +4,6 @@ Each runs `bash experiments/<method>/run.slurm` exactly as a learner without SLU
 HPO_LOG_ROOT pointing at a temporary directory, and checks the CSV the parser wrote.
 """
 import csv
-import json
 import math
 import os
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from slurm_util import (_assert_completed, _assert_no_leftovers, _in_queue, _job_info, _text,  # noqa: F401
+from slurm_util import (_assert_completed, _assert_no_leftovers, _in_queue, _run, _text,  # noqa: F401
                         _wait_gone, slurm_cluster, submit)
 
 pytestmark = pytest.mark.slurm
@@ -77,7 +77,6 @@ def test_scancel_still_writes_finish_and_csv(slurm_cluster, tmp_path):
     while "[eval]" not in _text(log) and time.time() < deadline and _in_queue(jid):
         time.sleep(0.5)
     assert "[eval]" in _text(log), _text(log)[-3000:]
-    from slurm_util import _run
     _run(["scancel", jid])
     _wait_gone(jid, timeout=120)
     text = _text(log)
