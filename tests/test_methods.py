@@ -64,7 +64,25 @@ def test_manual_grid_one_failing_combination_does_not_stop_the_grid(root, tmp_pa
     assert [r["status"] for r in rows] == ["error", "completed"]
 
 
+def test_manual_best_of_an_earlier_csv_with_seeds(root, tmp_path):
+    """--best-of CSV --seeds: the noise-floor exercise (one combination, several seeds)."""
+    from hpo.results import make_row, write_csv
+    earlier = tmp_path / "earlier.csv"
+    write_csv([make_row(method="asha", trial_id="a", status="completed", learning_rate=1e-3, batch_size=8,
+                        weight_decay=0.0, eval_loss=2.0),
+               make_row(method="asha", trial_id="b", status="stopped_early", learning_rate=5e-3, batch_size=16,
+                        weight_decay=0.01, eval_loss=1.5)], earlier)
+    p, log = launch(root, tmp_path, "manual", "--best-of", str(earlier), "--seeds", "1,2", "--epochs", "1",
+                    "--", "--train-samples", "80", "--eval-samples", "8")
+    assert p.returncode == 0, log.read_text()[-3000:]
+    assert "--best-of" in log.read_text() and "trial b" in log.read_text()
+    rows = read_rows(log.with_suffix(".csv"))
+    assert [(r["learning_rate"], r["batch_size"], r["weight_decay"], r["seed"]) for r in rows] == \
+        [("0.005", "16", "0.01", "1"), ("0.005", "16", "0.01", "2")]
+
+
 @pytest.mark.parametrize("args, needle", [
+    (["--best-of", "/nonexistent.csv"], "CSV not found"),
     (["--lrs", "abc"], "not a non-negative number"),
     (["--bogus"], "unknown option '--bogus'"),
     (["--deepspeed", "nope.json"], "DeepSpeed config not found"),
