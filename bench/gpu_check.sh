@@ -3,6 +3,8 @@
 #   1. the BLOOM-560M throughput/MFU benchmark (bench/bench_trial.py --gpu-only)
 #   2. the tiny trial on the GPU through scripts/train.py (auto precision -> bf16/fp16, left-padded generation)
 #   3. the tests marked `gpu`
+#   4. if deepspeed is installed: the tiny trial under torchrun with ZeRO-2 and ZeRO-3 on one GPU
+#      (bf16 from "auto", left-padded generation with synced_gpus under ZeRO-3, save_model gathering)
 # Needs torch with CUDA, transformers, accelerate, tokenizers, torchmetrics, safetensors, pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,4 +22,17 @@ $PY scripts/train.py --profile tiny --epochs 3 --output-dir /tmp/gpu-tiny --tria
 [ -f /tmp/gpu-tiny/metrics.json ] && cp /tmp/gpu-tiny/metrics.json "$out/tiny_gpu_metrics.json" || rc=1
 echo "== 3. tests marked gpu"
 $PY -m pytest -q -m gpu tests/test_trial.py -p no:cacheprovider || rc=1
+if $PY -c "import deepspeed" 2>/dev/null; then
+  for z in zero2 zero3; do
+    echo "== 4. DeepSpeed $z on one GPU"
+    torchrun=$(command -v torchrun || echo "$PY -m torch.distributed.run")
+    $torchrun --standalone --nproc_per_node=1 scripts/train.py --profile tiny --epochs 2 \
+      --deepspeed "deepspeed_configs/$z.json" --save-model --output-dir "/tmp/gpu-$z" --trial-id "gpu-$z" 2>&1 \
+      | grep -E "^\[(trial|eval)\]|Error|error" | cut -c1-300 || rc=1
+    [ -f "/tmp/gpu-$z/metrics.json" ] && [ -f "/tmp/gpu-$z/model/config.json" ] \
+      && cp "/tmp/gpu-$z/metrics.json" "$out/deepspeed_${z}_metrics.json" || { echo "$z: no metrics/model"; rc=1; }
+  done
+else
+  echo "== 4. skipped: deepspeed not installed"
+fi
 exit $rc
