@@ -82,6 +82,11 @@ def _read_squad_file(path: Path) -> list[dict]:
     return _flatten_squad_json(doc, str(path))
 
 
+def looks_like_path(name: str) -> bool:
+    """"squad" and "bigscience/bloom-560m" are hub ids; "./x", "/x", "~/x", "a/b/c", "x.json" are paths."""
+    return name.startswith((".", "/", "~")) or name.endswith(".json") or name.count("/") > 1
+
+
 _TRAIN_NAMES = ("train.json", "train-v1.1.json", "train-v2.0.json")
 _VALID_NAMES = ("validation.json", "dev.json", "dev-v1.1.json", "dev-v2.0.json")
 
@@ -100,8 +105,6 @@ def _rows_from_hf(ds) -> list[dict]:
 def _load_raw(dataset: str, seed: int, eval_fraction_hint: int) -> tuple[list[dict], list[dict], str]:
     """(train rows, validation rows, description of the source)."""
     path = Path(dataset).expanduser()
-    # "squad" and "rajpurkar/squad" are hub ids; "./x", "/x", "a/b/c", "x.json" are paths.
-    looks_like_path = dataset.startswith((".", "/", "~")) or dataset.endswith(".json") or dataset.count("/") > 1
     if path.is_file():
         rows = _read_squad_file(path)
         # One file: hold out a seeded set of *articles'* questions for validation.
@@ -126,7 +129,7 @@ def _load_raw(dataset: str, seed: int, eval_fraction_hint: int) -> tuple[list[di
             raise DataError(f"{path}: directory has neither a save_to_disk DatasetDict (dataset_dict.json) "
                             f"nor SQuAD JSON files ({'/'.join(_TRAIN_NAMES)} and {'/'.join(_VALID_NAMES)})")
         return _read_squad_file(tr), _read_squad_file(va), str(path)
-    if looks_like_path:
+    if looks_like_path(dataset):
         raise DataError(f"dataset path not found: {dataset}\n  give a SQuAD JSON file, a directory with "
                         "train.json + validation.json, a save_to_disk directory, or a hub id such as 'squad'")
     # A hub id.

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from hpo import logfmt
-from hpo.data import DataError
+from hpo.data import DataError, looks_like_path
 
 PROFILES = {
     # Laptop tier: tiny BLOOM + generated SQuAD-format set, both built offline on first use.
@@ -129,10 +129,6 @@ ReportFn = Callable[[dict, Callable[[str], None]], None]
 
 
 # ----------------------------------------------------------------------------- helpers
-def _is_path(s: str) -> bool:
-    return s.startswith((".", "/", "~")) or s.count("/") > 1 or os.path.exists(s)
-
-
 def resolve_model_and_data(cfg: TrialConfig) -> tuple[str, str]:
     from hpo import tiny
     model = str(tiny.ensure_tiny_model()) if cfg.model == "tiny" else cfg.model
@@ -143,7 +139,7 @@ def resolve_model_and_data(cfg: TrialConfig) -> tuple[str, str]:
 def load_model_and_tokenizer(model_id: str, weights_from: str | None = None):
     """Tokenizer from model_id; weights from weights_from (a checkpoint) or model_id."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    if _is_path(model_id) and not Path(model_id).expanduser().is_dir():
+    if looks_like_path(model_id) and not Path(model_id).expanduser().is_dir():
         raise DataError(f"model directory not found: {model_id}\n  give a directory written by "
                         "save_pretrained (config.json + weights + tokenizer files) or a hub id such as "
                         "bigscience/bloom-560m")

@@ -81,6 +81,11 @@ def test_manual_best_of_an_earlier_csv_with_seeds(root, tmp_path):
         [("0.005", "16", "0.01", "1"), ("0.005", "16", "0.01", "2")]
 
 
+def test_bad_profile_is_rejected(root, tmp_path):
+    p, _ = launch(root, tmp_path, "asha", env={"HPO_PROFILE": "huge"}, timeout=60)
+    assert p.returncode == 2 and "HPO_PROFILE must be tiny or workshop" in p.stdout + p.stderr
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--best-of", "/nonexistent.csv"], "CSV not found"),
     (["--lrs", "abc"], "not a non-negative number"),
@@ -162,8 +167,13 @@ def test_trial_as_torchrun_inside_a_tune_trial(root, tmp_path):
     ("bayesopt", ["--batch-sizes", "8,x"], "not a comma list"),
     ("pbt", ["--no-such-flag"], "unrecognized arguments"),
     ("asha", ["--weight-decays", "-1"], "bad search space"),
+    ("asha", ["--grace-period", "0"], "--grace-period"),
+    ("pbt", ["--perturbation-interval", "0"], "--perturbation-interval"),
+    ("bayesopt", ["--random-steps", "0"], "--random-steps"),
+    ("asha", ["--deepspeed", "nope.json"], "config file not found"),
 ])
 def test_ray_drivers_reject_bad_input(root, method, args, needle):
+    """One clear message and exit 2 — before any Ray runtime starts."""
     p = run_cli(["python", str(root / f"experiments/{method}/driver.py"), *args], timeout=120,
                 env={"PATH": os.path.dirname(os.sys.executable) + os.pathsep + os.environ["PATH"]})
     assert p.returncode == 2 and needle in p.stderr, p.stderr[-2000:]
