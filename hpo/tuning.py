@@ -358,7 +358,7 @@ class TrialRecorder(_callback_base()):
 
     def _entry(self, trial) -> dict:
         return self.trials.setdefault(trial.trial_id, {"config": dict(trial.config), "metrics": {},
-                                                       "status": "incomplete"})
+                                                       "status": "incomplete", "history": []})
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._entry(trial)
@@ -369,6 +369,7 @@ class TrialRecorder(_callback_base()):
         e["config"] = dict(trial.config)          # PBT changes a member's config at an exploit
         e["metrics"] = {k: result.get(k) for k in ("epoch", "eval_loss", "exact_match", "f1", "trial_wall_s",
                                                    "tokens_per_s", "training_iteration")}
+        e["history"].append({k: result.get(k) for k in ("epoch", "eval_loss", "loaded_weights_fingerprint")})
         self.write()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -430,7 +431,7 @@ def finish(results, args) -> int:
     return 0
 
 
-def write_pbt_lineage(results, args) -> Path | None:
+def write_pbt_lineage(args) -> Path | None:
     """PBT's exploits as a table: iteration, trial, donor, lr/wd before -> after, eval_loss before/after.
 
     Written to <log>.pbt_lineage.csv beside the job's CSV (and $HPO_JOB_DIR/pbt_lineage.csv).
@@ -442,14 +443,12 @@ def write_pbt_lineage(results, args) -> Path | None:
     events_file = job_dir / "exploits.jsonl"
     events = [json.loads(l) for l in events_file.read_text().splitlines() if l.strip()] \
         if events_file.exists() else []
-    curves, loaded = {}, {}
-    for r in results:
-        df = r.metrics_dataframe
-        if df is not None and "trial_id" in df and "epoch" in df:
-            tid = str(df["trial_id"].iloc[0])
-            curves[tid] = dict(zip(df["epoch"], df["eval_loss"]))
-            if "loaded_weights_fingerprint" in df:
-                loaded[tid] = dict(zip(df["epoch"], df["loaded_weights_fingerprint"]))
+    # every result each trial reported, as the driver received them (TrialRecorder)
+    history = {tid: e["history"] for tid, e in TrialRecorder.active.trials.items()}
+
+    def at(tid, epoch, key):     # the LAST report at that epoch: the one after the exploit
+        return next((h.get(key) for h in reversed(history.get(tid, [])) if h.get("epoch") == epoch), None)
+
     cols = ["epoch", "trial_id", "donor_id", "old_learning_rate", "new_learning_rate", "old_weight_decay",
             "new_weight_decay", "eval_loss_before", "donor_eval_loss", "eval_loss_after",
             "donor_weights_fingerprint", "loaded_weights_fingerprint"]
@@ -461,8 +460,8 @@ def write_pbt_lineage(results, args) -> Path | None:
             nxt = (e["epoch"] or 0) + 1       # the member's first evaluation after the exploit
             w.writerow([e["epoch"], e["trial_id"], e["donor_id"], e["old_learning_rate"], e["new_learning_rate"],
                         e["old_weight_decay"], e["new_weight_decay"], e["old_eval_loss"], e["donor_eval_loss"],
-                        curves.get(e["trial_id"], {}).get(nxt), e.get("donor_weights_fingerprint"),
-                        loaded.get(e["trial_id"], {}).get(nxt)])
+                        at(e["trial_id"], nxt, "eval_loss"), e.get("donor_weights_fingerprint"),
+                        at(e["trial_id"], nxt, "loaded_weights_fingerprint")])
     if os.environ.get("HPO_CSV"):
         beside = Path(os.environ["HPO_CSV"]).with_suffix(".pbt_lineage.csv")
         shutil.copyfile(out, beside)

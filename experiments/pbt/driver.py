@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     results = tuner.fit()
 
     # ------------------------------------------------------------------------- 5. results
-    tuning.write_pbt_lineage(results, args)
+    tuning.write_pbt_lineage(args)
     return tuning.finish(results, args)
 
 
