@@ -61,10 +61,15 @@ else
 fi
 # `--profile X` among the launcher's options (a sourced file sees the caller's "$@").
 _prev=""; for _a in "$@"; do [ "$_prev" = --profile ] && HPO_PROFILE=$_a; _prev=$_a; done
+# Can the GPUs of this job compute? The practice cluster's (scripts/local_slurm.sh) are emulated:
+# scheduled like real ones, but no driver behind them. Decided once here; the launchers and
+# drivers read HPO_CUDA (1/0) instead of probing again.
+if command -v nvidia-smi >/dev/null 2>&1; then HPO_CUDA=1; else HPO_CUDA=0; fi
+export HPO_CUDA
 _profile_note=""
 case ${HPO_PROFILE:-} in
   "") if [ "$HPO_TIER" = laptop ]; then HPO_PROFILE=tiny
-      elif command -v nvidia-smi >/dev/null 2>&1 || [ "$HPO_GPUS_PER_NODE" = 0 ]; then HPO_PROFILE=workshop
+      elif [ "$HPO_CUDA" = 1 ] || [ "$HPO_GPUS_PER_NODE" = 0 ]; then HPO_PROFILE=workshop
       else  # GPUs allocated but no driver: the practice cluster's emulated GPUs (scripts/local_slurm.sh)
         HPO_PROFILE=tiny
         _profile_note="no nvidia-smi on this node (emulated GPUs?): tiny profile; set HPO_PROFILE=workshop to override"

@@ -152,9 +152,10 @@ def _finish_args(a, method: str) -> None:
 
 
 def _cuda_on_nodes() -> bool:
-    """True when the GPUs the job holds are real (the local practice cluster's are emulated)."""
-    if os.environ.get("HPO_GPUS_EMULATED") == "1":
-        return False
+    """True when the GPUs the job holds are real (the local practice cluster's are emulated).
+    experiments/common.sh decides it once (HPO_CUDA); a driver started by hand probes itself."""
+    if os.environ.get("HPO_CUDA") in ("0", "1"):
+        return os.environ["HPO_CUDA"] == "1"
     return shutil.which("nvidia-smi") is not None
 
 
@@ -308,7 +309,6 @@ def run_torchrun_trial(cfg: TrialConfig, nproc: int, report) -> dict:
 def _sigterm_as_sigint() -> None:
     """scancel/walltime send SIGTERM; Tune stops *gracefully* on SIGINT (saves its state, fit() returns),
     so the driver can still write every trial's row (status incomplete) before the job ends."""
-    import signal
 
     def handler(signum, frame):
         TrialRecorder.interrupted = True

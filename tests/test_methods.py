@@ -18,7 +18,6 @@ pytestmark = pytest.mark.slow
 def launch(root, tmp_path, method, *args, env=None, timeout=900):
     e = {"HPO_LOG_ROOT": str(tmp_path), "HPO_JOB_ID": f"test-{method}", "RAY_AUTH_MODE": "disabled",
          "SLURM_JOB_ID": "", **(env or {})}
-    e = {k: v for k, v in e.items()}
     p = run_cli(["bash", str(root / f"experiments/{method}/run.slurm"), *args], env=e, timeout=timeout)
     log = tmp_path / method / f"hpo-{method}-test-{method}.out"
     return p, log
