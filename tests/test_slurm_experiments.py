@@ -70,8 +70,9 @@ def test_sbatch_asha_two_nodes(slurm_cluster, tmp_path):
 def test_scancel_still_writes_finish_and_csv(slurm_cluster, tmp_path):
     """scancel mid-run: the trap prints FINISH and the parser writes the CSV (running trials: incomplete)."""
     jid = submit("experiments/asha/run.slurm", tmp_path / "hpo-asha-%j.out", ["-N1", *SMALL], time_min=10,
-                 script_args=["--num-samples", "2", "--epochs", "20", "--train-samples", "160",
-                              "--eval-samples", "16"], HPO_PROFILE="tiny")
+                 # grace period = epochs: no rung before the end, so ASHA itself stops no trial
+                 script_args=["--num-samples", "2", "--epochs", "20", "--grace-period", "20",
+                              "--train-samples", "160", "--eval-samples", "16"], HPO_PROFILE="tiny")
     log = tmp_path / f"hpo-asha-{jid}.out"
     deadline = time.time() + 180
     while "[eval]" not in _text(log) and time.time() < deadline and _in_queue(jid):
