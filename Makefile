@@ -32,11 +32,11 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not slurm and not slow and not deepspeed"
 
 slurm-up:
-	bash scripts/local_slurm.sh up
+	bash practice/local_slurm.sh up
 slurm-down:
-	bash scripts/local_slurm.sh down
+	bash practice/local_slurm.sh down
 slurm-status:
-	bash scripts/local_slurm.sh status
+	bash practice/local_slurm.sh status
 
 bench: venv
 	$(PY) bench/bench_trial.py

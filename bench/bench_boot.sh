@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # bench/bench_boot.sh [K] — how long does a 2-node Ray cluster take to boot and to stop inside a SLURM job?
 #
-#   sudo scripts/local_slurm.sh up          # or run on a real cluster's login node
+#   sudo practice/local_slurm.sh up          # or run on a real cluster's login node
 #   bench/bench_boot.sh 5                   # K sequential jobs (default 5)
 #   BENCH_SBATCH_ARGS="-p gpu --gres=gpu:4" bench/bench_boot.sh 3   # real cluster: your partition/GPUs
 #
-# Each job sources experiments/common.sh + scripts/ray_cluster.sh, calls
+# Each job sources experiments/common.sh + cluster/ray_cluster.sh, calls
 # ray_cluster_up, connects a driver (hpo.cluster.connect_ray) and exits, so the Ray
 # teardown runs at once. Per job it prints, from the job log:
 #   boot      job start (common.sh) -> every node and GPU joined     (goal <= 8 s)
@@ -14,16 +14,16 @@
 #   teardown  scancel --signal=TERM of the Ray steps -> all gone      (goal <= 5 s)
 #   wall      sbatch -> job gone from squeue
 # and the medians. Job logs (and each job's HPO_JOB_DIR beside them) go to a temp dir, removed at the end.
-# Boot time is CPU-bound where the "nodes" share a few cores (scripts/local_slurm.sh):
+# Boot time is CPU-bound where the "nodes" share a few cores (practice/local_slurm.sh):
 # the load average is printed so that noisy numbers can be recognised.
 set -euo pipefail
 K=${1:-5}
 [[ $K =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [K]   (K = number of jobs, a positive whole number; got '$K')" >&2; exit 2; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 for b in sbatch squeue scontrol; do
-  command -v "$b" >/dev/null || { echo "$0: '$b' not found: run on a SLURM login node or start scripts/local_slurm.sh up" >&2; exit 1; }
+  command -v "$b" >/dev/null || { echo "$0: '$b' not found: run on a SLURM login node or start practice/local_slurm.sh up" >&2; exit 1; }
 done
-timeout 5 scontrol ping >/dev/null 2>&1 || { echo "$0: no SLURM controller answers (scontrol ping): start it with sudo scripts/local_slurm.sh up" >&2; exit 1; }
+timeout 5 scontrol ping >/dev/null 2>&1 || { echo "$0: no SLURM controller answers (scontrol ping): start it with sudo practice/local_slurm.sh up" >&2; exit 1; }
 # the jobs need the project's python (ray) on PATH; sbatch passes this environment on
 if [ -z "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] && [ -x "$ROOT/.venv/bin/python" ]; then export PATH=$ROOT/.venv/bin:$PATH; fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/bench-boot.XXXXXX")
@@ -41,7 +41,7 @@ cat > "$TMP/job.sbatch" <<'EOF'
 set -euo pipefail
 HPO_METHOD=bench
 source "$SLURM_SUBMIT_DIR/experiments/common.sh"
-source "$HPO_ROOT/scripts/ray_cluster.sh"
+source "$HPO_ROOT/cluster/ray_cluster.sh"
 ray_cluster_up
 hpo_exec python -c 'from hpo.cluster import connect_ray; connect_ray()'
 EOF

@@ -15,7 +15,7 @@
 #   * hpo_run CMD…: CMD in the background + wait, so that SIGTERM (scancel, walltime) runs the
 #     trap at once and is forwarded to CMD — a foreground CMD would hold the trap until it exits,
 #     and SLURM's SIGKILL (KillWait later) would then take the FINISH line and the CSV with it;
-#   * hpo_exec CMD…: hpo_run, on the host or in `apptainer exec` (scripts/container_exec.sh).
+#   * hpo_exec CMD…: hpo_run, on the host or in `apptainer exec` (cluster/container_exec.sh).
 #
 # Inputs: HPO_METHOD (set by the launcher before sourcing), optional HPO_PROFILE
 # (tiny|workshop; default by tier), HPO_JOB_NAME (laptop job name).
@@ -61,7 +61,7 @@ else
 fi
 # `--profile X` among the launcher's options (a sourced file sees the caller's "$@").
 _prev=""; for _a in "$@"; do [ "$_prev" = --profile ] && HPO_PROFILE=$_a; _prev=$_a; done
-# Can the GPUs of this job compute? The practice cluster's (scripts/local_slurm.sh) are emulated:
+# Can the GPUs of this job compute? The practice cluster's (practice/local_slurm.sh) are emulated:
 # scheduled like real ones, but no driver behind them. Decided once here; the launchers and
 # drivers read HPO_CUDA (1/0) instead of probing again.
 if command -v nvidia-smi >/dev/null 2>&1; then HPO_CUDA=1; else HPO_CUDA=0; fi
@@ -70,7 +70,7 @@ _profile_note=""
 case ${HPO_PROFILE:-} in
   "") if [ "$HPO_TIER" = laptop ]; then HPO_PROFILE=tiny
       elif [ "$HPO_CUDA" = 1 ] || [ "$HPO_GPUS_PER_NODE" = 0 ]; then HPO_PROFILE=workshop
-      else  # GPUs allocated but no driver: the practice cluster's emulated GPUs (scripts/local_slurm.sh)
+      else  # GPUs allocated but no driver: the practice cluster's emulated GPUs (practice/local_slurm.sh)
         HPO_PROFILE=tiny
         _profile_note="no nvidia-smi on this node (emulated GPUs?): tiny profile; set HPO_PROFILE=workshop to override"
       fi ;;
@@ -98,7 +98,12 @@ elif [ -z "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] && [ -f "$HPO_ROOT/.venv/bin/act
   # shellcheck disable=SC1091
   source "$HPO_ROOT/.venv/bin/activate"
 fi
-export PYTHONPATH=$HPO_ROOT${PYTHONPATH:+:$PYTHONPATH}   # trials on every node import hpo/
+# The hpo package: installed into the venv by `make venv` (pip install -e .); fail early and clearly if not.
+if [ -z "${APPTAINER_IMAGE:-}" ] && ! python -c 'import hpo' 2>/dev/null; then
+  echo "ERROR: the hpo package is not importable by $(command -v python || echo python): run \`make venv\` in $HPO_ROOT" \
+       "(or \`pip install -e .\` in your site environment, see experiments/site.example.sh)" >&2
+  exit 2
+fi
 # DeepSpeed JIT-compiles its CPU/GPU kernels once; keep them with the project, not in ~.
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HPO_ROOT/.cache/torch_extensions}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -112,7 +117,7 @@ hpo_run() {
   HPO_CHILD=""
   return $rc
 }
-hpo_exec() { hpo_run "$HPO_ROOT/scripts/container_exec.sh" "$@"; }
+hpo_exec() { hpo_run "$HPO_ROOT/cluster/container_exec.sh" "$@"; }
 # Forward a signal to the running command, give it HPO_TERM_WAIT_S (default 8, below SLURM's
 # KillWait) to stop, then leave through the EXIT trap (cleanups, FINISH, parser).
 hpo_stop_child() {

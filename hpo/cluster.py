@@ -1,13 +1,13 @@
 """Connect a Ray Tune driver to "the cluster": the one this SLURM job booted, or a local one.
 
 Run: imported by every Ray driver (`from hpo.cluster import connect_ray`), and used
-as a command by scripts/ray_cluster.sh to wait until the job's Ray cluster is complete:
+as a command by cluster/ray_cluster.sh to wait until the job's Ray cluster is complete:
 
     python -m hpo.cluster wait --address 127.0.1.1:21010 --nodes 2 --gpus 4 --timeout 60
 
 `connect_ray()` decides by the environment, so the same driver runs on both tiers:
 
-* cluster tier — `scripts/ray_cluster.sh` started one Ray node per SLURM node and
+* cluster tier — `cluster/ray_cluster.sh` started one Ray node per SLURM node and
   exported RAY_ADDRESS (head's GCS), HPO_EXPECTED_NODES and HPO_EXPECTED_GPUS. We
   join that cluster and wait (bounded: HPO_RAY_WAIT_S, default 120 s) until every
   node and GPU of the allocation has registered. The boot script already waited,
@@ -173,7 +173,7 @@ def wait_for_cluster(address: str, nodes: int, gpus: int, timeout: float,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hpo.cluster",
-        description="Helpers for the job's Ray cluster (used by scripts/ray_cluster.sh).")
+        description="Helpers for the job's Ray cluster (used by cluster/ray_cluster.sh).")
     sub = parser.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("wait", help="wait until N nodes and G GPUs have joined the Ray cluster")
     w.add_argument("--address", default=os.environ.get("RAY_ADDRESS", ""),

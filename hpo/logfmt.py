@@ -1,27 +1,32 @@
 """The log-line contract between the trials, the launchers and the parser.
 
-Run: nothing to run; imported by `hpo.trial`, `hpo.results` and the drivers.
+Use: nothing to run; `hpo.trial` and the drivers write lines with the functions
+below, `hpo.logparse` reads them with the regexes below.
 
 Every line a learner reads in `logs/<method>/<job>-<id>.out` that the parser
 (`scripts/parse_logs.py`) also reads is formatted here, so writer and reader
 cannot drift apart. Lines are `key=value` pairs (readable, and parsed without
-`eval`), except `[result]`, whose payload is one JSON object.
+`eval`), except `[result]`, whose payload is one JSON object. A hyperparameter
+or metric key is always its CSV column name (`hpo.schema.COLUMNS`): one name
+from the log line to the CSV, nothing to translate on the way.
 
     ===== JOB <id> START : <date> =====                       (experiments/common.sh)
     [job] method=manual job_id=.. job_name=.. tier=.. nodes=.. gpus=.. cpus=..
-    ===== RUN <k>/<n> START trial=<id> lr=.. bs=.. wd=.. seed=.. epochs=.. gpus=.. cpus=.. : <date> =====
-    [eval] trial=<id> epoch=1.00 step=38 eval_loss=1.2345 exact_match=12.00 f1=20.50 lr=.. bs=.. wd=..
+    ===== RUN <k>/<n> START trial=<id> learning_rate=.. batch_size=.. weight_decay=.. seed=.. epochs=.. gpus=.. cpus=.. : <date> =====
+    [eval] trial=<id> epoch=1.00 step=38 eval_loss=1.2345 exact_match=12.00 f1=20.50 learning_rate=.. batch_size=.. weight_decay=..
     [result] {"trial_id": "..", "eval_loss": .., ...}         (metrics.json, printed by rank 0)
     ===== RUN <k>/<n> END trial=<id> rc=<rc> wall_s=<s> : <date> =====
     ===== JOB <id> FINISH : <date> (rc=<rc>, elapsed=<s>s) =====
 
-The bash launchers print the `=====` lines with the same layout (see
-experiments/common.sh); tests check that both agree with the regexes below.
+<date> is `date '+%F %T %Z'` (e.g. `2025-03-14 09:00:03 UTC`); `log_date()` gives
+the same text in Python. The bash launchers print the JOB lines with the same
+layout (see experiments/common.sh); tests check that both agree with the regexes.
 """
 from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 
 # torchrun / srun may prefix a rank's output ("[rank0]: ", "0: "); strip it.
 RANK_PREFIX = re.compile(r"^(?:\[rank\d+\]:\s*|\d+:\s+)")
@@ -36,6 +41,11 @@ JOB_INFO = "[job] "
 EVAL = "[eval] "
 RESULT = "[result] "
 
+# The date inside a marker: `date '+%F %T %Z'`. Only date and time are read back;
+# the zone name is ignored (every line of one job log comes from the same node
+# clock and zone, so differences between two dates are right).
+DATE = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})")
+
 
 def _fmt(v) -> str:
     if isinstance(v, float):
@@ -48,13 +58,47 @@ def kv_line(prefix: str, **fields) -> str:
     return prefix + " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
 
 
+def log_date(when: datetime | None = None) -> str:
+    """A marker's date, the same text as bash's `date '+%F %T %Z'` (default: now, local
+    time; a datetime without a zone prints without a zone name)."""
+    return (when or datetime.now().astimezone()).strftime("%Y-%m-%d %H:%M:%S %Z").rstrip()
+
+
+def parse_date(text: str | None) -> datetime | None:
+    """The first `YYYY-MM-DD HH:MM:SS` in `text` (zone ignored), or None."""
+    m = DATE.search(text or "")
+    if not m:
+        return None
+    try:
+        return datetime.strptime(f"{m.group(1)} {m.group(2)}", "%Y-%m-%d %H:%M:%S")
+    except ValueError:                    # e.g. month 13: not a date after all
+        return None
+
+
+def run_start_line(k: int, n: int, trial: str, fields: dict, date: str) -> str:
+    """`===== RUN k/n START trial=<id> learning_rate=.. … : <date> =====`.
+
+    `fields` are printed in the order given; their keys must be CSV column names
+    (learning_rate, batch_size, weight_decay, seed, epochs, gpus, cpus), which is
+    how the parser reads them.
+    """
+    kv = " ".join(f"{key}={_fmt(value)}" for key, value in fields.items())
+    return f"===== RUN {k}/{n} START trial={_fmt(trial)}{' ' + kv if kv else ''} : {date} ====="
+
+
+def run_end_line(k: int, n: int, trial: str, rc: int, wall_s: float, date: str) -> str:
+    """`===== RUN k/n END trial=<id> rc=<rc> wall_s=<s> : <date> =====` (wall_s to 0.1 s)."""
+    return f"===== RUN {k}/{n} END trial={_fmt(trial)} rc={int(rc)} wall_s={wall_s:.1f} : {date} ====="
+
+
 def eval_line(trial_id: str, epoch: float, step: int, metrics: dict, hparams: dict) -> str:
     """One readable summary line per evaluation (printed by rank 0 only)."""
     return kv_line(
         EVAL, trial=trial_id, epoch=f"{epoch:.2f}", step=step,
         eval_loss=f"{metrics['eval_loss']:.4f}",
         exact_match=f"{metrics['exact_match']:.2f}", f1=f"{metrics['f1']:.2f}",
-        lr=hparams["learning_rate"], bs=hparams["batch_size"], wd=hparams["weight_decay"])
+        learning_rate=hparams["learning_rate"], batch_size=hparams["batch_size"],
+        weight_decay=hparams["weight_decay"])
 
 
 def result_line(record: dict) -> str:

@@ -22,108 +22,16 @@ Every method of the workshop runs this, so it is written once and tested:
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 from hpo import logfmt
+from hpo.config import ConfigError, TrialConfig, trial_config_from, trial_parser
 from hpo.data import DataError, looks_like_path
-
-PROFILES = {
-    # Laptop tier: tiny BLOOM + generated SQuAD-format set, both built offline on first use.
-    # Measured on 2 CPU cores (~25 s): lr 5e-3 -> EM ~16 / F1 ~37 after 4 epochs, 3e-3 -> EM ~7,
-    # 1e-2 -> EM ~2, 1e-4 -> ~0: a clear interior optimum, so the search has something to find.
-    "tiny": dict(model="tiny", dataset="tiny", train_samples=1600, eval_samples=100, epochs=4,
-                 learning_rate=5e-3, batch_size=16, max_length=128, max_new_tokens=16),
-    # Cluster tier: the workshop's real setting (1,000 train / 100 validation questions).
-    "workshop": dict(model="bigscience/bloom-560m", dataset="squad", train_samples=1000, eval_samples=100,
-                     epochs=5, learning_rate=2e-4, batch_size=1, max_length=512, max_new_tokens=32),
-}
-
-
-class ConfigError(ValueError):
-    """A bad option value; the message names the option."""
-
-
-@dataclass
-class TrialConfig:
-    """One trial's settings. Fields left None are taken from the profile."""
-    profile: str = "tiny"                 # tiny (laptop, CPU, offline) | workshop (BLOOM-560M + SQuAD)
-    model: str | None = None              # hub id, local model directory, or "tiny"
-    dataset: str | None = None            # hub id, SQuAD JSON file, JSON dir, save_to_disk dir, or "tiny"
-    train_samples: int | None = None      # seeded subset of the training questions
-    eval_samples: int | None = None       # seeded subset of the validation questions
-    epochs: float | None = None
-    learning_rate: float | None = None
-    batch_size: int | None = None         # per device
-    weight_decay: float = 0.0
-    seed: int = 42
-    max_length: int | None = None         # prompt + answer + EOS, in tokens
-    max_new_tokens: int | None = None     # generation budget for EM/F1
-    deepspeed: str | None = None          # DeepSpeed JSON config (ZeRO-2/3)
-    precision: str = "auto"               # auto | bf16 | fp16 | fp32
-    grad_accum: int = 1
-    lr_scheduler: str = "linear"          # linear | cosine | constant (PBT: constant, it restarts trials)
-    warmup_ratio: float = 0.0
-    output_dir: str = "outputs/trial"
-    trial_id: str = "trial"
-    save_model: bool = False              # keep the final weights in <output_dir>/model
-    num_threads: int | None = None        # torch CPU threads (Ray trials: the CPUs they hold)
-    keep_unanswerable: bool = False       # SQuAD v2: keep questions without an answer
-    resume_from: str | None = None        # checkpoint dir written by save(): weights + trial_state.json
-    extra: dict = field(default_factory=dict)   # passed through to metrics.json (e.g. Tune ids)
-
-    def resolved(self) -> "TrialConfig":
-        """A copy with profile defaults filled in and every value checked."""
-        if self.profile not in PROFILES:
-            raise ConfigError(f"--profile must be one of {', '.join(PROFILES)}, not '{self.profile}'")
-        values = asdict(self)
-        for k, v in PROFILES[self.profile].items():
-            if values.get(k) is None:
-                values[k] = v
-        cfg = TrialConfig(**values)
-        cfg._check()
-        return cfg
-
-    def _check(self) -> None:
-        def bad(opt, msg):
-            raise ConfigError(f"{opt}: {msg}")
-        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
-                and self.learning_rate > 0):
-            bad("--lr", f"learning rate must be a positive number, got {self.learning_rate}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            bad("--weight-decay", f"must be >= 0, got {self.weight_decay}")
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            bad("--batch-size", f"must be a positive integer, got {self.batch_size}")
-        if not self.epochs > 0:
-            bad("--epochs", f"must be > 0, got {self.epochs}")
-        for opt, v in (("--train-samples", self.train_samples), ("--eval-samples", self.eval_samples)):
-            if v is not None and v < 1:
-                bad(opt, f"must be >= 1, got {v}")
-        if self.max_length < 16:
-            bad("--max-length", f"must be >= 16 tokens, got {self.max_length}")
-        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
-            bad("--precision", f"must be auto, bf16, fp16 or fp32, not '{self.precision}'")
-        if self.lr_scheduler not in ("linear", "cosine", "constant", "constant_with_warmup"):
-            bad("--lr-scheduler", f"must be linear, cosine or constant, not '{self.lr_scheduler}'")
-        if self.grad_accum < 1:
-            bad("--grad-accum", f"must be >= 1, got {self.grad_accum}")
-        if not 0 <= self.warmup_ratio < 1:
-            bad("--warmup-ratio", f"must be in [0, 1), got {self.warmup_ratio}")
-        if self.deepspeed is not None:
-            p = Path(self.deepspeed)
-            if not p.is_file():
-                bad("--deepspeed", f"config file not found: {self.deepspeed}")
-            try:
-                json.loads(p.read_text())
-            except json.JSONDecodeError as e:
-                bad("--deepspeed", f"{self.deepspeed} is not valid JSON: {e}")
-
 
 ReportFn = Callable[[dict, Callable[[str], None]], None]
 
@@ -299,7 +207,7 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
     loaded_fingerprint = weights_fingerprint(model)
 
     class LogOptimizer(TrainerCallback):
-        """Print what the optimizer really holds: the check the twin never had."""
+        """Print what the optimizer really holds (lr and weight decay per parameter group)."""
         def on_train_begin(self, args, state_, control, optimizer=None, **kw):
             opt = getattr(optimizer, "optimizer", optimizer)      # DeepSpeed wraps the torch optimizer
             groups = getattr(opt, "param_groups", None) or getattr(optimizer, "param_groups", [])
@@ -352,8 +260,8 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
     trainer = QATrainer(model=model, args=args, train_dataset=train.features, eval_dataset=val.features,
                         data_collator=PadCollator(tok.pad_token_id), callbacks=[LogOptimizer()])
     device, n_dev = device_description()
-    _log(f"{cfg.trial_id}: model={model_id} lr={cfg.learning_rate:g} bs={cfg.batch_size}x{n_dev} "
-         f"wd={cfg.weight_decay:g} epochs={remaining:g} seed={cfg.seed} precision={precision} "
+    _log(f"{cfg.trial_id}: model={model_id} learning_rate={cfg.learning_rate:g} "
+         f"batch_size={cfg.batch_size}x{n_dev} weight_decay={cfg.weight_decay:g} epochs={remaining:g} seed={cfg.seed} precision={precision} "
          f"device={device}x{n_dev} deepspeed={cfg.deepspeed or 'off'}", main)
     t0 = time.perf_counter()
     out = trainer.train()
@@ -388,43 +296,6 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
 
 
 # ----------------------------------------------------------------------------- CLI
-def build_parser():
-    import argparse
-    ap = argparse.ArgumentParser(
-        prog="train.py",
-        description="Fine-tune a causal LM on SQuAD as generative QA (one HPO trial). "
-                    "Options left out come from --profile.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--profile", default="tiny", choices=list(PROFILES),
-                    help="tiny: tiny BLOOM + bundled data, CPU, offline; workshop: bigscience/bloom-560m + squad")
-    ap.add_argument("--model", help="hub id, local model directory, or 'tiny'")
-    ap.add_argument("--dataset", help="'squad', a SQuAD v1.1/v2 JSON file, a directory of them, "
-                                      "a save_to_disk directory, or 'tiny'")
-    ap.add_argument("--train-samples", type=int)
-    ap.add_argument("--eval-samples", type=int)
-    ap.add_argument("--epochs", type=float)
-    ap.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
-    ap.add_argument("--batch-size", type=int, help="per device")
-    ap.add_argument("--weight-decay", type=float, default=0.0)
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--max-length", type=int, help="prompt + answer + EOS tokens (workshop: 512)")
-    ap.add_argument("--max-new-tokens", type=int, help="generation budget for EM/F1")
-    ap.add_argument("--deepspeed", metavar="CONFIG", help="DeepSpeed JSON, e.g. deepspeed_configs/zero2.json")
-    ap.add_argument("--precision", default="auto", help="auto | bf16 | fp16 | fp32")
-    ap.add_argument("--grad-accum", type=int, default=1)
-    ap.add_argument("--lr-scheduler", default="linear", help="linear | cosine | constant")
-    ap.add_argument("--warmup-ratio", type=float, default=0.0)
-    ap.add_argument("--output-dir", default="outputs/trial")
-    ap.add_argument("--trial-id", default="trial")
-    ap.add_argument("--save-model", action="store_true", help="keep the final weights in OUTPUT_DIR/model")
-    ap.add_argument("--num-threads", type=int, help="torch CPU threads")
-    ap.add_argument("--keep-unanswerable", action="store_true", help="SQuAD v2: keep unanswerable questions")
-    ap.add_argument("--resume-from", help="checkpoint directory (weights + trial_state.json) to continue from")
-    ap.add_argument("--report-dir", help="(used by Ray trials running torchrun) after each evaluation write a "
-                                         "checkpoint and a JSON line to REPORT_DIR/reports.jsonl")
-    return ap
-
-
 def file_reporter(report_dir: str) -> ReportFn:
     """A report hook for a trial in a child process: checkpoint + one JSON line per evaluation."""
     d = Path(report_dir)
@@ -440,9 +311,8 @@ def file_reporter(report_dir: str) -> ReportFn:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    names = {f.name for f in fields(TrialConfig)}
-    cfg = TrialConfig(**{k: v for k, v in vars(args).items() if k in names})
+    args = trial_parser().parse_args(argv)
+    cfg = trial_config_from(args)
     try:
         run_trial(cfg, file_reporter(args.report_dir) if args.report_dir else None)
     except (ConfigError, DataError) as e:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Parse a job's log into the results CSV and print its JOB SUMMARY and result table.
 
-Run (from the repository root; no install needed):
+Run (from anywhere; the hpo package must be installed: `make venv` or `pip install -e .`):
     python scripts/parse_logs.py logs/manual/hpo-manual-4815162.out
     python scripts/parse_logs.py logs/asha/hpo-asha-4815170.out \\
         --records logs/asha/hpo-asha-4815170/trials.jsonl
@@ -16,15 +16,100 @@ Warnings (lines that did not parse, with line numbers) go to stderr. Exit status
 existing CSV is left untouched), 1 = the outputs could not be written.
 
 The launchers run this after the JOB FINISH line, so every .out file ends with
-its summary. All the logic lives in hpo/results.py (`main`).
+its summary. The work is done by the hpo package: hpo.logparse reads the log,
+hpo.schema writes the CSV, hpo.report makes the summary and the table.
 """
+from __future__ import annotations
+
+import argparse
+import json
 import sys
 from pathlib import Path
 
-# Run from a checkout without `pip install -e .`: the repository root holds hpo/.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import hpo  # noqa: F401  (installed into the venv; this script adds nothing to sys.path)
+except ModuleNotFoundError:
+    print("the hpo package is not importable: run `make venv` or `pip install -e .` in the repository root",
+          file=sys.stderr)
+    sys.exit(2)
+from hpo.logparse import LogError, parse_log
+from hpo.report import format_summary, job_summary, markdown_table
+from hpo.schema import LogWarning, atomic_write_text, read_records, write_csv
 
-from hpo.results import main  # noqa: E402
+
+def default_outputs(log_path) -> tuple[Path, Path]:
+    """logs/<method>/<job-name>-<id>.out (or .csv) -> (.csv, .summary.json) next to it."""
+    p = Path(log_path)
+    return p.with_suffix(".csv"), p.with_suffix(".summary.json")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="parse_logs.py",
+        description="Parse a job log (and Ray trial records) into the results CSV, "
+                    "print the JOB SUMMARY and the markdown result table.")
+    ap.add_argument("log", help="the job's .out file, e.g. logs/manual/hpo-manual-<id>.out")
+    ap.add_argument("--records", help="trials.jsonl written by a Ray driver; rows come from it "
+                                      "instead of the log's RUN blocks")
+    ap.add_argument("--csv", help="output CSV (default: the log path with .csv)")
+    ap.add_argument("--summary-json", help="output summary JSON (default: the CSV path with .summary.json)")
+    ap.add_argument("--quiet", action="store_true", help="print only warnings and the CSV path")
+    args = ap.parse_args(argv)           # usage errors exit 2 (argparse)
+
+    csv_path = Path(args.csv) if args.csv else default_outputs(args.log)[0]
+    # the summary goes next to the CSV (with --csv elsewhere, not next to the log)
+    json_path = Path(args.summary_json) if args.summary_json else default_outputs(csv_path)[1]
+    if csv_path.resolve() == Path(args.log).resolve():
+        print(f"ERROR: the CSV path {csv_path} is the log itself; pass --csv", file=sys.stderr)
+        return 2
+
+    try:
+        parsed = parse_log(args.log)
+    except LogError as e:
+        # Nothing is written: an existing CSV from an earlier parse stays as it was.
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 2
+    warnings = list(parsed.warnings)
+    rows = parsed.rows
+    if args.records:
+        try:
+            rows = read_records(args.records, warnings=warnings)
+        except OSError as e:
+            print(f"ERROR: cannot read records file {args.records}: {e.strerror or e}", file=sys.stderr)
+            return 2
+        if parsed.rows:
+            warnings.append(LogWarning(parsed.path, None, f"the log has {len(parsed.rows)} RUN "
+                                       f"block(s); using the rows of {args.records} instead"))
+        if not rows:
+            warnings.append(LogWarning(args.records, None, "no trial records"))
+        ids = {r["job_id"] for r in rows} - {None}
+        if parsed.job.get("job_id") and ids and ids != {parsed.job["job_id"]}:
+            warnings.append(LogWarning(args.records, None, f"records are from job(s) {sorted(ids)}, "
+                                       f"the log is job {parsed.job['job_id']}: right files?"))
+    elif not rows:
+        warnings.append(LogWarning(parsed.path, None, "no RUN blocks in the log (a Ray method? "
+                                   "pass --records <job dir>/trials.jsonl)"))
+
+    summary = job_summary(parsed.job, rows)
+    try:
+        write_csv(rows, csv_path)
+        atomic_write_text(json_path, json.dumps(
+            {**summary, "csv": str(csv_path), "log": str(args.log),
+             "warnings": [str(w) for w in warnings]}, indent=2) + "\n")
+    except OSError as e:
+        print(f"ERROR: cannot write {e.filename or csv_path}: {e.strerror or e}", file=sys.stderr)
+        return 1
+
+    for w in warnings:
+        print(str(w), file=sys.stderr)
+    if not args.quiet:
+        print(format_summary(summary))
+        print()
+        print(markdown_table(rows))
+        print()
+    print(f"CSV: {csv_path}")
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -11,12 +11,13 @@ Writes OUTPUT_DIR/metrics.json and prints one `[eval]` line per evaluation and a
 final `[result]` line (rank 0 only). Exit code 2 on a bad option, model or dataset.
 The code lives in hpo/trial.py, which Ray Tune trials call in-process.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from hpo.trial import main  # noqa: E402
+try:
+    from hpo.trial import main
+except ImportError as e:
+    sys.exit(f"train.py: error: the hpo package is not importable ({e}): run `make venv` "
+             "(or `pip install -e .`) in the repository root")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,13 +4,11 @@ Run:  make test            (or .venv/bin/python -m pytest -q; -m "not slurm" ski
 """
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")           # nothing in the tests may touch the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
@@ -43,5 +41,4 @@ def run_cli(args, cwd=ROOT, env=None, timeout=600):
     """Run a command with the test interpreter; returns CompletedProcess (text)."""
     e = dict(os.environ)
     e.update(env or {})
-    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
     return subprocess.run(args, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)

@@ -1,4 +1,4 @@
-"""Helpers for the tests that submit jobs to the local SLURM cluster (scripts/local_slurm.sh).
+"""Helpers for the tests that submit jobs to the local SLURM cluster (practice/local_slurm.sh).
 
 Run:  imported by tests/test_slurm_*.py; `slurm_cluster` is the session fixture that brings the
 cluster up (or SKIPS with the reason; HPO_TEST_REQUIRE_SLURM=1 turns that into a failure).
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL_SLURM = ROOT / "scripts" / "local_slurm.sh"
+LOCAL_SLURM = ROOT / "practice" / "local_slurm.sh"
 VENV_BIN = Path(sys.executable).parent
 JOB_WAIT_S = 150                  # bound on any wait for a job to leave squeue
 
@@ -117,7 +117,7 @@ def submit(script: str, out: Path, sbatch_args: list[str], time_min: int = 5,
 # ----------------------------------------------------------------------------- cluster
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """The local two-node cluster (scripts/local_slurm.sh up); down again at the end if we started it."""
+    """The local two-node cluster (practice/local_slurm.sh up); down again at the end if we started it."""
     def cannot(reason: str):
         if os.environ.get("HPO_TEST_REQUIRE_SLURM") == "1":
             pytest.fail(f"HPO_TEST_REQUIRE_SLURM=1 but {reason}")
@@ -132,7 +132,7 @@ def slurm_cluster():
     was_up = _run(["bash", str(LOCAL_SLURM), "status"]).returncode == 0
     r = _run(["bash", str(LOCAL_SLURM), "up"], timeout=600)
     if r.returncode != 0:
-        cannot(f"scripts/local_slurm.sh up failed (exit {r.returncode}):\n{(r.stdout + r.stderr)[-3000:]}")
+        cannot(f"practice/local_slurm.sh up failed (exit {r.returncode}):\n{(r.stdout + r.stderr)[-3000:]}")
     yield
     if not was_up:
         _run(["bash", str(LOCAL_SLURM), "down"], timeout=120)

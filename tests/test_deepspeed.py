@@ -26,7 +26,7 @@ def ds_runs(tmp_path_factory, root):
         d = tmp_path_factory.mktemp(f"ds_wd{wd}")
         p = run_cli([torchrun, "--standalone", "--nproc_per_node=1", str(root / "scripts/train.py"),
                      "--profile", "tiny", "--train-samples", "160", "--eval-samples", "16", "--epochs", "1",
-                     "--lr", "3e-3", "--weight-decay", str(wd), "--seed", "7",
+                     "--learning-rate", "3e-3", "--weight-decay", str(wd), "--seed", "7",
                      "--deepspeed", str(root / "deepspeed_configs/zero2.json"),
                      "--output-dir", str(d), "--save-model"], timeout=900)
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from conftest import run_cli
-from hpo.results import COLUMNS, STATUSES
+from hpo.schema import COLUMNS, STATUSES
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +35,13 @@ def finite(x):
 
 
 def test_manual_grid_laptop_two_combinations(root, tmp_path):
-    p, log = launch(root, tmp_path, "manual", "--lrs", "5e-3", "--batch-sizes", "16",
-                    "--weight-decays", "0.0 0.01", "--epochs", "1", "--", "--train-samples", "160",
+    p, log = launch(root, tmp_path, "manual", "--learning-rates", "5e-3", "--batch-sizes", "16",
+                    "--weight-decays", "0.0,0.01", "--epochs", "1", "--train-samples", "160",
                     "--eval-samples", "16")
     out = log.read_text()
     assert p.returncode == 0, out[-4000:]
     assert "LAPTOP TIER" in out.splitlines()[1]
-    assert "grid (tiny profile): lr {5e-3} x batch size {16} x weight decay {0.0 0.01}" in out
+    assert "grid (tiny profile): learning_rate [0.005] x batch_size [16] x weight_decay [0.0, 0.01]" in out
     assert "===== JOB test-manual START" in out and "===== JOB test-manual FINISH" in out
     assert out.count("===== RUN ") == 4 and "JOB SUMMARY" in out
     rows = read_rows(log.with_suffix(".csv"))
@@ -56,8 +56,8 @@ def test_manual_grid_laptop_two_combinations(root, tmp_path):
 
 def test_manual_grid_one_failing_combination_does_not_stop_the_grid(root, tmp_path):
     # batch size 0 makes that run exit 2 (train.py rejects it); the other still runs
-    p, log = launch(root, tmp_path, "manual", "--lrs", "5e-3", "--batch-sizes", "0 16",
-                    "--weight-decays", "0.0", "--epochs", "1", "--", "--train-samples", "80", "--eval-samples", "8")
+    p, log = launch(root, tmp_path, "manual", "--learning-rates", "5e-3", "--batch-sizes", "0,16",
+                    "--weight-decays", "0.0", "--epochs", "1", "--train-samples", "80", "--eval-samples", "8")
     assert p.returncode == 0, log.read_text()[-3000:]
     rows = read_rows(log.with_suffix(".csv"))
     assert [r["status"] for r in rows] == ["error", "completed"]
@@ -65,14 +65,14 @@ def test_manual_grid_one_failing_combination_does_not_stop_the_grid(root, tmp_pa
 
 def test_manual_best_of_an_earlier_csv_with_seeds(root, tmp_path):
     """--best-of CSV --seeds: the noise-floor exercise (one combination, several seeds)."""
-    from hpo.results import make_row, write_csv
+    from hpo.schema import make_row, write_csv
     earlier = tmp_path / "earlier.csv"
     write_csv([make_row(method="asha", trial_id="a", status="completed", learning_rate=1e-3, batch_size=8,
                         weight_decay=0.0, eval_loss=2.0),
                make_row(method="asha", trial_id="b", status="stopped_early", learning_rate=5e-3, batch_size=16,
                         weight_decay=0.01, eval_loss=1.5)], earlier)
     p, log = launch(root, tmp_path, "manual", "--best-of", str(earlier), "--seeds", "1,2", "--epochs", "1",
-                    "--", "--train-samples", "80", "--eval-samples", "8")
+                    "--train-samples", "80", "--eval-samples", "8")
     assert p.returncode == 0, log.read_text()[-3000:]
     assert "--best-of" in log.read_text() and "trial b" in log.read_text()
     rows = read_rows(log.with_suffix(".csv"))
@@ -87,8 +87,8 @@ def test_bad_profile_is_rejected(root, tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--best-of", "/nonexistent.csv"], "CSV not found"),
-    (["--lrs", "abc"], "not a non-negative number"),
-    (["--bogus"], "unknown option '--bogus'"),
+    (["--learning-rates", "abc"], "not a comma list of floats"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
     (["--deepspeed", "nope.json"], "DeepSpeed config not found"),
 ])
 def test_manual_bad_options(root, tmp_path, args, needle):
@@ -98,7 +98,7 @@ def test_manual_bad_options(root, tmp_path, args, needle):
 
 def test_asha_stops_trials_early(root, tmp_path):
     p, log = launch(root, tmp_path, "asha", "--smoke", "--num-samples", "6", "--reduction-factor", "3",
-                    "--lr-min", "1e-5", "--lr-max", "1e-2")
+                    "--epochs", "3", "--learning-rate-min", "1e-5", "--learning-rate-max", "1e-2")
     out = log.read_text()
     assert p.returncode == 0, out[-5000:]
     rows = read_rows(log.with_suffix(".csv"))
@@ -135,8 +135,8 @@ def test_pbt_exploit_continues_from_donor_weights(root, tmp_path, tiny_model):
 
 
 def test_bayesopt_suggestions_stay_in_bounds(root, tmp_path):
-    p, log = launch(root, tmp_path, "bayesopt", "--smoke", "--num-samples", "5", "--lr-min", "1e-3",
-                    "--lr-max", "5e-3", "--weight-decays", "0.0,0.1")
+    p, log = launch(root, tmp_path, "bayesopt", "--smoke", "--num-samples", "5", "--learning-rate-min", "1e-3",
+                    "--learning-rate-max", "5e-3", "--weight-decays", "0.0,0.1")
     assert p.returncode == 0, log.read_text()[-5000:]
     rows = read_rows(log.with_suffix(".csv"))
     assert len(rows) == 5
@@ -162,7 +162,7 @@ def test_trial_as_torchrun_inside_a_tune_trial(root, tmp_path):
 
 
 @pytest.mark.parametrize("method, args, needle", [
-    ("asha", ["--lr-min", "1e-2", "--lr-max", "1e-3"], "bad search space"),
+    ("asha", ["--learning-rate-min", "1e-2", "--learning-rate-max", "1e-3"], "bad search space"),
     ("bayesopt", ["--batch-sizes", "8,x"], "not a comma list"),
     ("pbt", ["--no-such-flag"], "unrecognized arguments"),
     ("asha", ["--weight-decays", "-1"], "bad search space"),

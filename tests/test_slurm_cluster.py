@@ -1,9 +1,9 @@
-"""The Ray-on-SLURM boot path (scripts/ray_cluster.sh, hpo/cluster.py) on a real local SLURM cluster.
+"""The Ray-on-SLURM boot path (cluster/ray_cluster.sh, hpo/cluster.py) on a real local SLURM cluster.
 
 Run:  .venv/bin/python -m pytest -m slurm tests/test_slurm_cluster.py -x -q      (~2-3 min)
 
 The `slurm` tests need root on a Debian-like box: the session fixture brings up
-the two-node cluster with `scripts/local_slurm.sh up` (installing slurm+munge via
+the two-node cluster with `practice/local_slurm.sh up` (installing slurm+munge via
 apt the first time) and takes it down again afterwards if it was down before.
 Where that cannot work (not root, no apt and no slurm, not Linux) they SKIP with
 the reason; set HPO_TEST_REQUIRE_SLURM=1 (CI) to turn such skips into failures.
@@ -15,8 +15,8 @@ assertion message carries the job's .out file. The .out files, and with them
 each job's HPO_JOB_DIR (Tune results, ray-nodes/ logs), live in pytest's tmp_path.
 
 The unmarked tests at the end are quick unit tests of the scripts' argument
-handling (scripts/container_exec.sh, scripts/ray_cluster.sh laptop tier,
-scripts/local_slurm.sh, python -m hpo.cluster); they need no cluster.
+handling (cluster/container_exec.sh, cluster/ray_cluster.sh laptop tier,
+practice/local_slurm.sh, python -m hpo.cluster); they need no cluster.
 """
 from __future__ import annotations
 
@@ -188,12 +188,12 @@ def _sh(cmd: list[str], **env) -> subprocess.CompletedProcess:
 
 
 def test_container_exec_runs_on_host_without_image():
-    r = _sh(["scripts/container_exec.sh", "bash", "-c", "echo host:$PWD"])
+    r = _sh(["cluster/container_exec.sh", "bash", "-c", "echo host:$PWD"])
     assert r.returncode == 0 and r.stdout.strip() == f"host:{ROOT}", r.stderr
 
 
 def test_container_exec_missing_image_is_a_clear_error(tmp_path):
-    r = _sh(["scripts/container_exec.sh", "true"], APPTAINER_IMAGE=tmp_path / "nope.sif",
+    r = _sh(["cluster/container_exec.sh", "true"], APPTAINER_IMAGE=tmp_path / "nope.sif",
             PATH=f"{STUB_BIN}:/usr/bin:/bin", APPTAINER_STUB_LOG=tmp_path / "calls")
     assert r.returncode == 2 and "image not found" in r.stderr, r.stderr
     assert not (tmp_path / "calls").exists()
@@ -202,14 +202,14 @@ def test_container_exec_missing_image_is_a_clear_error(tmp_path):
 def test_container_exec_missing_apptainer_is_a_clear_error(tmp_path):
     image = tmp_path / "x.sif"
     image.touch()
-    r = _sh(["scripts/container_exec.sh", "true"], APPTAINER_IMAGE=image, PATH="/usr/bin:/bin")
+    r = _sh(["cluster/container_exec.sh", "true"], APPTAINER_IMAGE=image, PATH="/usr/bin:/bin")
     assert r.returncode == 2 and "not on PATH" in r.stderr, r.stderr
 
 
 def test_container_exec_uses_apptainer_with_nv_and_binds(tmp_path):
     image, calls = tmp_path / "x.sif", tmp_path / "calls"
     image.touch()
-    r = _sh(["scripts/container_exec.sh", "bash", "-c", "echo in:$PWD"], APPTAINER_IMAGE=image,
+    r = _sh(["cluster/container_exec.sh", "bash", "-c", "echo in:$PWD"], APPTAINER_IMAGE=image,
             APPTAINER_STUB_LOG=calls, PATH=f"{STUB_BIN}:/usr/bin:/bin", HPO_ROOT=ROOT)
     assert r.returncode == 0 and r.stdout.strip() == f"in:{ROOT}", r.stderr
     args = shlex.split(calls.read_text().splitlines()[0])[1:]
@@ -219,7 +219,7 @@ def test_container_exec_uses_apptainer_with_nv_and_binds(tmp_path):
 
 def test_ray_cluster_laptop_tier_starts_nothing(tmp_path):
     script = ("HPO_METHOD=clustertest HPO_JOB_ID=unit-test; export RAY_ADDRESS=1.2.3.4:5; "
-              "source experiments/common.sh >/dev/null; source scripts/ray_cluster.sh; ray_cluster_up; "
+              "source experiments/common.sh >/dev/null; source cluster/ray_cluster.sh; ray_cluster_up; "
               "echo \"addr=${RAY_ADDRESS-unset} nodes=$HPO_EXPECTED_NODES dedup=$RAY_DEDUP_LOGS\"")
     r = _sh(["bash", "-c", script], HPO_ROOT=ROOT, HPO_LOG_ROOT=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -228,11 +228,11 @@ def test_ray_cluster_laptop_tier_starts_nothing(tmp_path):
 
 
 def test_ray_cluster_script_usage_errors():
-    r = _sh(["bash", "scripts/ray_cluster.sh"])
+    r = _sh(["bash", "cluster/ray_cluster.sh"])
     assert r.returncode == 2 and "usage" in r.stderr
-    r = _sh(["bash", "scripts/ray_cluster.sh", "node", "x"])
+    r = _sh(["bash", "cluster/ray_cluster.sh", "node", "x"])
     assert r.returncode == 2 and "usage" in r.stderr
-    r = _sh(["bash", "scripts/ray_cluster.sh", "node", "0"])   # outside ray_cluster_up
+    r = _sh(["bash", "cluster/ray_cluster.sh", "node", "0"])   # outside ray_cluster_up
     assert r.returncode == 2 and "started by ray_cluster_up" in r.stderr
 
 

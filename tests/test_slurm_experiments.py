@@ -31,8 +31,8 @@ def finite(x):
 
 def test_sbatch_manual_grid(slurm_cluster, tmp_path):
     jid = submit("experiments/manual/run.slurm", tmp_path / "hpo-manual-%j.out", SMALL, time_min=10,
-                 script_args=["--lrs", "5e-3", "--batch-sizes", "16", "--weight-decays", "0.0 0.01",
-                              "--epochs", "1", "--", "--train-samples", "160", "--eval-samples", "16"],
+                 script_args=["--learning-rates", "5e-3", "--batch-sizes", "16", "--weight-decays", "0.0,0.01",
+                              "--epochs", "1", "--train-samples", "160", "--eval-samples", "16"],
                  HPO_PROFILE="tiny")
     _wait_gone(jid, timeout=300)
     log = tmp_path / f"hpo-manual-{jid}.out"

@@ -59,8 +59,8 @@ def test_lr_matters_on_the_tiny_model(tmp_path):
 
 
 @pytest.mark.parametrize("cfg, needle", [
-    (dict(learning_rate=-1e-3), "--lr"),
-    (dict(learning_rate=float("nan")), "--lr"),
+    (dict(learning_rate=-1e-3), "--learning-rate"),
+    (dict(learning_rate=float("nan")), "--learning-rate"),
     (dict(batch_size=0), "--batch-size"),
     (dict(epochs=0), "--epochs"),
     (dict(weight_decay=-0.1), "--weight-decay"),
@@ -75,7 +75,7 @@ def test_bad_config_values_are_rejected(cfg, needle):
 @pytest.mark.parametrize("args, needle", [
     (["--dataset", "/nonexistent/squad.json"], "dataset path not found"),
     (["--model", "/nonexistent/model-dir"], "model directory not found"),
-    (["--lr", "-0.001"], "learning rate must be a positive number"),
+    (["--learning-rate", "-0.001"], "--learning-rate: must be a positive number"),
     (["--dataset", "BAD_JSON"], "not valid JSON"),
     # hub ids with HF_HUB_OFFLINE=1 and an empty cache: the real loading path, one clear message
     (["--model", "bigscience/bloom-560m"], "could not load model 'bigscience/bloom-560m' (HF_HUB_OFFLINE=1"),

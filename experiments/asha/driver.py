@@ -3,28 +3,19 @@
 Run:  sbatch experiments/asha/run.slurm [--num-samples 12 --epochs 5 ...]   (cluster tier)
       bash experiments/asha/run.slurm                                     (laptop tier)
       python experiments/asha/driver.py --smoke                           (tests: tiny budget)
-`--help` lists every knob. Sections: 1 options, 2 search space, 3 scheduler,
+`--help` lists every option. Sections: 1 options, 2 search space, 3 scheduler,
 4 Tuner(...).fit(), 5 results — the same in every method's driver, so
 `diff experiments/asha/driver.py experiments/pbt/driver.py` shows only the method.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from ray import tune
 
-from ray import tune  # noqa: E402
+from hpo.cluster import connect_ray
+from hpo.search import options, recorder, trainable
 
-from hpo import tuning  # noqa: E402
-from hpo.cluster import connect_ray  # noqa: E402
 
 # ----------------------------------------------------------------------------- 1. options
-BUDGET = {
-    "workshop": dict(num_samples=12, epochs=5),
-    "tiny": dict(num_samples=8, epochs=4),
-    "smoke": dict(num_samples=4, epochs=3),
-}
-
-
 def method_args(ap):
     g = ap.add_argument_group("ASHA")
     g.add_argument("--grace-period", type=int, default=1, help="evaluations every trial gets before it can be stopped")
@@ -32,15 +23,16 @@ def method_args(ap):
 
 
 def main(argv=None) -> int:
-    args = tuning.parse_args("asha", argv, method_args, BUDGET)
+    args = options.parse_args("asha", argv, method_args)
     if args.grace_period < 1 or args.grace_period > args.epochs or args.reduction_factor < 2:
         print("driver.py: error: need 1 <= --grace-period <= --epochs and --reduction-factor >= 2", file=sys.stderr)
         return 2
+    options.seed_search(args.seed)
 
     # ------------------------------------------------------------------------- 2. search space
     param_space = {
-        "learning_rate": tune.loguniform(args.lr_min, args.lr_max),   # lr acts multiplicatively: sample its log
-        "batch_size": tune.choice(args.batch_sizes),                  # per device
+        "learning_rate": tune.loguniform(args.learning_rate_min, args.learning_rate_max),  # acts multiplicatively
+        "batch_size": tune.choice(args.batch_sizes),                                       # per device
         "weight_decay": tune.choice(args.weight_decays),
     }
 
@@ -56,21 +48,22 @@ def main(argv=None) -> int:
     while r < args.epochs:
         rungs.append(r)
         r *= args.reduction_factor
-    tuning.banner(args, f"; ASHA rungs at epochs {rungs} (then max_t={args.epochs})")
+    options.banner(args, f"; ASHA rungs at epochs {rungs} (then max_t={args.epochs})")
 
     # ------------------------------------------------------------------------- 4. Tuner(...).fit()
     connect_ray()
+    record = recorder.TrialRecorder(args)
     tuner = tune.Tuner(
-        tuning.trainable(args),
+        trainable.make(args),
         param_space=param_space,
         tune_config=tune.TuneConfig(metric="eval_loss", mode="min", num_samples=args.num_samples,
                                     scheduler=scheduler, max_concurrent_trials=args.max_concurrent),
-        run_config=tuning.run_config(args),
+        run_config=recorder.run_config(args, record),
     )
     results = tuner.fit()
 
     # ------------------------------------------------------------------------- 5. results
-    return tuning.finish(results, args)
+    return recorder.finish(results, record)
 
 
 if __name__ == "__main__":

@@ -8,23 +8,15 @@ Run:  sbatch experiments/bayesopt/run.slurm [--searcher tpe --num-samples 12 ...
 4 Tuner(...).fit(), 5 results — the same in every method's driver.
 """
 import math
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from ray import tune
 
-from ray import tune  # noqa: E402
+from hpo.cluster import connect_ray
+from hpo.search import options, recorder, trainable
 
-from hpo import tuning  # noqa: E402
-from hpo.cluster import connect_ray  # noqa: E402
 
 # ----------------------------------------------------------------------------- 1. options
-BUDGET = {
-    "workshop": dict(num_samples=12, epochs=5),
-    "tiny": dict(num_samples=8, epochs=3),
-    "smoke": dict(num_samples=4, epochs=2),
-}
-
 
 def method_args(ap):
     g = ap.add_argument_group("Bayesian optimisation")
@@ -35,30 +27,33 @@ def method_args(ap):
 
 
 def main(argv=None) -> int:
-    args = tuning.parse_args("bayesopt", argv, method_args, BUDGET)
+    args = options.parse_args("bayesopt", argv, method_args)
     args.random_steps = args.random_steps if args.random_steps is not None else max(2, args.num_samples // 4)
     if args.random_steps < 1:
         print("driver.py: error: --random-steps must be >= 1", file=sys.stderr)
         return 2
+    options.seed_search(args.seed)
     bs, wds = args.batch_sizes, args.weight_decays
 
     # ------------------------------------------------------------------------- 2. search space
     if args.searcher == "bayesopt":
-        # A Gaussian process models continuous numbers only: search log10(lr) as a float, and
+        # A Gaussian process models continuous numbers only: search log10(learning_rate) as a float, and
         # map a float in [0, len) to a batch size explicitly (floor), so every choice gets an equal share.
         param_space = {
-            "log10_lr": tune.uniform(math.log10(args.lr_min), math.log10(args.lr_max)),
+            "log10_learning_rate": tune.uniform(math.log10(args.learning_rate_min),
+                                                math.log10(args.learning_rate_max)),
             "batch_size_index": tune.uniform(0, len(bs)),
             "weight_decay": tune.uniform(min(wds), max(wds)) if len(wds) > 1 else wds[0],
         }
 
         def to_hparams(c):
-            return {"learning_rate": 10 ** c["log10_lr"], "batch_size": bs[min(int(c["batch_size_index"]), len(bs) - 1)],
+            return {"learning_rate": 10 ** c["log10_learning_rate"],
+                    "batch_size": bs[min(int(c["batch_size_index"]), len(bs) - 1)],
                     "weight_decay": c["weight_decay"]}
     else:
         # TPE handles log scales and categories itself.
         param_space = {
-            "learning_rate": tune.loguniform(args.lr_min, args.lr_max),
+            "learning_rate": tune.loguniform(args.learning_rate_min, args.learning_rate_max),
             "batch_size": tune.choice(bs),
             "weight_decay": tune.choice(wds),
         }
@@ -76,21 +71,22 @@ def main(argv=None) -> int:
                                                                    n_startup_trials=args.random_steps))
     # Every running trial is a suggestion made without its result: more concurrency, less model.
     searcher = ConcurrencyLimiter(searcher, max_concurrent=args.max_concurrent)
-    tuning.banner(args, f"; searcher {args.searcher}, {args.random_steps} random start-up trials")
+    options.banner(args, f"; searcher {args.searcher}, {args.random_steps} random start-up trials")
 
     # ------------------------------------------------------------------------- 4. Tuner(...).fit()
     connect_ray()
+    record = recorder.TrialRecorder(args, to_hparams)
     tuner = tune.Tuner(
-        tuning.trainable(args, to_hparams),
+        trainable.make(args, to_hparams),
         param_space=param_space,
         tune_config=tune.TuneConfig(metric="eval_loss", mode="min", num_samples=args.num_samples,
                                     search_alg=searcher),
-        run_config=tuning.run_config(args, to_hparams),
+        run_config=recorder.run_config(args, record),
     )
     results = tuner.fit()
 
     # ------------------------------------------------------------------------- 5. results
-    return tuning.finish(results, args)
+    return recorder.finish(results, record)
 
 
 if __name__ == "__main__":

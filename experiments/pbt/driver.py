@@ -4,28 +4,18 @@ hyperparameters — and then perturb their learning rate and weight decay.
 Run:  sbatch experiments/pbt/run.slurm [--num-samples 8 --epochs 5 ...]   (cluster tier)
       bash experiments/pbt/run.slurm                                    (laptop tier)
       python experiments/pbt/driver.py --smoke                          (tests: tiny budget)
-`--help` lists every knob. Sections: 1 options, 2 search space, 3 scheduler,
+`--help` lists every option. Sections: 1 options, 2 search space, 3 scheduler,
 4 Tuner(...).fit(), 5 results — the same in every method's driver.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from ray import tune
 
-from ray import tune  # noqa: E402
+from hpo.cluster import connect_ray
+from hpo.search import options, recorder, trainable
 
-from hpo import tuning  # noqa: E402
-from hpo.cluster import connect_ray  # noqa: E402
 
 # ----------------------------------------------------------------------------- 1. options
-BUDGET = {
-    "workshop": dict(num_samples=8, epochs=5),
-    # laptop: half a CPU per member, so the whole population of 4 runs at once on 2 cores
-    "tiny": dict(num_samples=4, epochs=4, cpus_per_trial=0.5),
-    "smoke": dict(num_samples=4, epochs=3, cpus_per_trial=0.5),
-}
-
-
 def method_args(ap):
     g = ap.add_argument_group("PBT")
     g.add_argument("--perturbation-interval", type=int, default=1, help="epochs between exploit/explore steps")
@@ -40,17 +30,19 @@ def method_args(ap):
 
 
 def main(argv=None) -> int:
-    args = tuning.parse_args("pbt", argv, method_args, BUDGET)
-    args.lr_scheduler = "constant"     # a PBT member is restarted at every exploit: a decaying schedule would restart too
+    args = options.parse_args("pbt", argv, method_args)
+    # a PBT member is restarted at every exploit: a decaying schedule would restart too
+    args.lr_scheduler = args.lr_scheduler or "constant"
     if not (1 <= args.perturbation_interval < args.epochs) or not 0 < args.quantile_fraction <= 0.5:
         print("driver.py: error: need 1 <= --perturbation-interval < --epochs and 0 < --quantile-fraction <= 0.5",
               file=sys.stderr)
         return 2
+    options.seed_search(args.seed)
 
     # ------------------------------------------------------------------------- 2. search space
     param_space = {
-        "learning_rate": tune.loguniform(args.lr_min, args.lr_max),   # starting points of the population
-        "batch_size": tune.choice(args.batch_sizes),                  # fixed per member: never mutated
+        "learning_rate": tune.loguniform(args.learning_rate_min, args.learning_rate_max),  # starting points
+        "batch_size": tune.choice(args.batch_sizes),                                       # fixed per member
         "weight_decay": tune.choice(args.weight_decays),
     }
 
@@ -63,30 +55,31 @@ def main(argv=None) -> int:
         synch=not args.asynchronous,                       # all members step together: the top ones are
                                                            # checkpointed first, then the bottom ones copy them
         hyperparam_mutations={                             # explore: resample, or multiply by 0.8 / 1.2
-            "learning_rate": tune.loguniform(args.lr_min, args.lr_max),
+            "learning_rate": tune.loguniform(args.learning_rate_min, args.learning_rate_max),
             "weight_decay": args.weight_decays,
         },
     )
     if args.num_samples > args.max_concurrent:
         print(f"[tune] WARNING: population {args.num_samples} > {args.max_concurrent} concurrent slots: PBT ranks "
               "only running members, and paused members restart at every perturbation", flush=True)
-    tuning.banner(args, f"; PBT every {args.perturbation_interval} epoch(s), bottom/top {args.quantile_fraction:g}")
+    options.banner(args, f"; PBT every {args.perturbation_interval} epoch(s), bottom/top {args.quantile_fraction:g}")
     keep = args.keep_checkpoints or (None if args.profile == "tiny" else 4)
 
     # ------------------------------------------------------------------------- 4. Tuner(...).fit()
     connect_ray()
+    record = recorder.TrialRecorder(args)
     tuner = tune.Tuner(
-        tuning.trainable(args),
+        trainable.make(args),
         param_space=param_space,
         tune_config=tune.TuneConfig(metric="eval_loss", mode="min", num_samples=args.num_samples,
                                     scheduler=scheduler, max_concurrent_trials=args.max_concurrent),
-        run_config=tuning.run_config(args, num_to_keep=keep, stop={"training_iteration": args.epochs}),
+        run_config=recorder.run_config(args, record, num_to_keep=keep, stop={"training_iteration": args.epochs}),
     )
     results = tuner.fit()
 
     # ------------------------------------------------------------------------- 5. results
-    tuning.write_pbt_lineage(args)
-    return tuning.finish(results, args)
+    recorder.write_pbt_lineage(args, record)
+    return recorder.finish(results, record)
 
 
 if __name__ == "__main__":

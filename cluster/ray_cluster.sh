@@ -1,16 +1,16 @@
-# scripts/ray_cluster.sh — boot a Ray cluster across the nodes of a SLURM job, and tear it down.
+# cluster/ray_cluster.sh — boot a Ray cluster across the nodes of a SLURM job, and tear it down.
 #
 # SOURCED by every Ray launcher, after experiments/common.sh:
 #
 #   HPO_METHOD=asha
 #   source "$SLURM_SUBMIT_DIR/experiments/common.sh"   # HPO_ROOT, HPO_TIER, hpo_on_exit, hpo_exec …
-#   source "$HPO_ROOT/scripts/ray_cluster.sh"
+#   source "$HPO_ROOT/cluster/ray_cluster.sh"
 #   ray_cluster_up                                      # cluster tier: Ray on every node; laptop: nothing
 #   hpo_exec python experiments/asha/driver.py          # driver: hpo.cluster.connect_ray()
 #
 # Cluster tier (inside sbatch): the head runs on the batch node, one worker on each
 # other node, each a background `srun --overlap -w NODE` step running this file's
-# node part, which runs `scripts/container_exec.sh ray start --block …` (in the
+# node part, which runs `cluster/container_exec.sh ray start --block …` (in the
 # Apptainer image when APPTAINER_IMAGE is set) and cleans up after it. ray_cluster_up returns when every node and every GPU of
 # the allocation has joined, or ENDS THE JOB (exit 1) within seconds when a node's
 # `ray start` dies or HPO_RAY_BOOT_TIMEOUT_S passes, naming the node and the logs to
@@ -20,7 +20,7 @@
 # Laptop tier (plain bash): starts nothing, unsets RAY_ADDRESS; the driver starts a
 # local Ray runtime (hpo.cluster.connect_ray).
 #
-# The same file is EXECUTED inside each srun step as `bash scripts/ray_cluster.sh node
+# The same file is EXECUTED inside each srun step as `bash cluster/ray_cluster.sh node
 # INDEX` (that part resolves the node's own IP and starts Ray there).
 #
 # Settings (environment; sbatch passes the submitting shell's environment on):
@@ -42,7 +42,7 @@
 # index in the job (4 slots of 125: GCS, raylet, object manager, agents, metrics,
 # 115 worker ports). Two jobs sharing a node therefore never collide (unless their
 # ids are equal modulo 45 — set HPO_RAY_PORT_BASE then), and neither do head and
-# worker of one job on scripts/local_slurm.sh, whose nodes share one port space.
+# worker of one job on practice/local_slurm.sh, whose nodes share one port space.
 #
 # Deliberately no `set -euo pipefail` here: this file is sourced, and the launcher
 # owns its shell options. Everything below works with or without them.
@@ -84,7 +84,7 @@ ray_cluster_up() {
 
   # ---- inputs (one clear error each)
   [ -n "${SLURM_JOB_ID:-}" ] || _ray_die "HPO_TIER=cluster but SLURM_JOB_ID is unset: run this under sbatch"
-  [ -n "${HPO_ROOT:-}" ] && [ -f "$HPO_ROOT/scripts/ray_cluster.sh" ] \
+  [ -n "${HPO_ROOT:-}" ] && [ -f "$HPO_ROOT/cluster/ray_cluster.sh" ] \
     || _ray_die "HPO_ROOT is not the workshop repository: source experiments/common.sh first"
   declare -F hpo_on_exit >/dev/null || _ray_die "hpo_on_exit is not defined: source experiments/common.sh first"
   for i in srun squeue scancel scontrol; do command -v "$i" >/dev/null || _ray_die "'$i' is not on PATH"; done
@@ -164,12 +164,12 @@ ray_cluster_up() {
     # Output (ray start + srun messages) goes to one file per node, not the job log.
     srun --nodes=1 --ntasks=1 -c "$HPO_CPUS_PER_NODE" -w "$node" --overlap "${gres[@]}" \
       --export=ALL --job-name="hpo-ray-$i" \
-      bash "$HPO_ROOT/scripts/ray_cluster.sh" node "$i" >"$HPO_RAY_LOG_DIR/$node.log" 2>&1 &
+      bash "$HPO_ROOT/cluster/ray_cluster.sh" node "$i" >"$HPO_RAY_LOG_DIR/$node.log" 2>&1 &
     _HPO_RAY_SRUN_PIDS+=($!)
   done
 
   # ---- readiness: a cheap GCS poller (python -m hpo.cluster wait), while we watch the steps
-  "$HPO_ROOT/scripts/container_exec.sh" "${HPO_PYTHON:-python}" -m hpo.cluster wait \
+  "$HPO_ROOT/cluster/container_exec.sh" "${HPO_PYTHON:-python}" -m hpo.cluster wait \
     --address "$HPO_RAY_HEAD_ADDRESS" --nodes "$n_nodes" --gpus "$HPO_EXPECTED_GPUS" \
     --timeout "$HPO_RAY_BOOT_TIMEOUT_S" --quiet >"$HPO_RAY_LOG_DIR/wait.log" 2>&1 &
   _HPO_RAY_WAITER_PID=$!
@@ -266,14 +266,14 @@ _ray_cluster_down() {
 }
 
 # ====================================================================== per-node step
-# `bash scripts/ray_cluster.sh node INDEX`, run by srun on the node: start Ray
+# `bash cluster/ray_cluster.sh node INDEX`, run by srun on the node: start Ray
 # there (through container_exec.sh), block until it ends, then keep its logs and
 # delete its temp dir. Exits 0 when stopped by SIGTERM (teardown), so sacct shows
 # the Ray steps COMPLETED; otherwise Ray's own exit code.
 _ray_node_main() {
   set -uo pipefail
   local idx=${1:-} node ip tmp role args=() child rc=0 term=0 extra
-  _ray_is_uint "$idx" || { echo "usage: bash scripts/ray_cluster.sh node INDEX   (run by srun from ray_cluster_up)" >&2; return 2; }
+  _ray_is_uint "$idx" || { echo "usage: bash cluster/ray_cluster.sh node INDEX   (run by srun from ray_cluster_up)" >&2; return 2; }
   for v in SLURM_JOB_ID HPO_ROOT HPO_RAY_PORT_BASE HPO_RAY_TMP_ROOT HPO_RAY_LOG_DIR HPO_RAY_HEAD_ADDRESS HPO_CPUS_PER_NODE; do
     [ -n "${!v:-}" ] || { echo "[ray-node] ERROR: $v is unset: this is started by ray_cluster_up, not by hand" >&2; return 2; }
   done
@@ -298,7 +298,7 @@ _ray_node_main() {
     else args+=(--include-dashboard=false); fi
     # The head also starts a Ray Client server (default port 10001: jobs would collide)
     # but only if grpcio is installed; giving its port without grpcio is an error.
-    if "$HPO_ROOT/scripts/container_exec.sh" "${HPO_PYTHON:-python}" -c \
+    if "$HPO_ROOT/cluster/container_exec.sh" "${HPO_PYTHON:-python}" -c \
         'import importlib.util as u, sys; sys.exit(u.find_spec("grpc") is None)' 2>/dev/null; then
       args+=(--ray-client-server-port="$_RP_CLIENT")
     fi
@@ -337,7 +337,7 @@ _ray_node_main() {
     [ -n "$killer" ] || { (sleep "${HPO_RAY_NODE_KILL_S:-4}"; kill -KILL "$child" 2>/dev/null) & killer=$!; }
   }
   trap 'term=1; _ray_node_stop' TERM
-  env -u RAY_ADDRESS "$HPO_ROOT/scripts/container_exec.sh" "${HPO_RAY_BIN:-ray}" start "${args[@]}" &
+  env -u RAY_ADDRESS "$HPO_ROOT/cluster/container_exec.sh" "${HPO_RAY_BIN:-ray}" start "${args[@]}" &
   child=$!
   [ $term = 1 ] && _ray_node_stop   # TERM arrived before the child existed
   while :; do
@@ -363,8 +363,8 @@ _ray_node_main() {
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then   # executed, not sourced
   case ${1:-} in
     node) shift; _ray_node_main "$@"; exit $? ;;
-    *) echo "usage: source scripts/ray_cluster.sh && ray_cluster_up   (in a launcher, after experiments/common.sh)" >&2
-       echo "       bash scripts/ray_cluster.sh node INDEX                (inside the srun step; started by ray_cluster_up)" >&2
+    *) echo "usage: source cluster/ray_cluster.sh && ray_cluster_up   (in a launcher, after experiments/common.sh)" >&2
+       echo "       bash cluster/ray_cluster.sh node INDEX                (inside the srun step; started by ray_cluster_up)" >&2
        exit 2 ;;
   esac
 fi

@@ -1,6 +1,7 @@
-"""Tests of the results parser (hpo/results.py), scripts/parse_logs.py and scripts/compare.py.
+"""Tests of the log parser (hpo/logparse.py), the log-line writers it reads
+(hpo/logfmt.py) and the command line scripts/parse_logs.py.
 
-Run: .venv/bin/python -m pytest tests/test_results.py -q
+Run: .venv/bin/python -m pytest tests/test_logparse.py -q
 
 The fixture logs under tests/fixtures/logs/ look like real job output (HF/torch/
 DeepSpeed noise, tqdm redraws with carriage returns, one [eval] line glued behind
@@ -9,34 +10,25 @@ the numbers in those logs (gpu_hours = 4 GPUs x wall_s / 3600, e.g. 4 x 1260 / 3
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import math
 import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from hpo import logfmt, results
-from hpo.results import (COLUMNS, STATUSES, LogError, best_row, csv_text, format_summary,
-                         job_summary, make_row, markdown_table, parse_log, read_csv,
-                         read_records, write_csv, write_records)
+from hpo import logfmt
+from hpo.logparse import LogError, parse_log
+from hpo.report import format_summary, job_summary
+from hpo.schema import csv_text, make_row, read_csv, write_csv, write_records
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "tests" / "fixtures" / "logs"
 EXPECTED = ROOT / "tests" / "fixtures" / "expected"
 PARSE_LOGS = ROOT / "scripts" / "parse_logs.py"
-COMPARE = ROOT / "scripts" / "compare.py"
-
-
-def _load_compare():
-    spec = importlib.util.spec_from_file_location("compare_script", COMPARE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _cli(*args, cwd=ROOT):
@@ -57,8 +49,8 @@ def _job_lines(job_id="77", gpus=2, cpus=8):
 
 
 def _run_start(k=1, n=1, trial="t1", when="10:00:10", gpus=2, cpus=8):
-    return (f"===== RUN {k}/{n} START trial={trial} lr=1e-05 bs=8 wd=0.01 seed=1 epochs=2 "
-            f"gpus={gpus} cpus={cpus} : 2025-01-01 {when} UTC =====")
+    return (f"===== RUN {k}/{n} START trial={trial} learning_rate=1e-05 batch_size=8 weight_decay=0.01 "
+            f"seed=1 epochs=2 gpus={gpus} cpus={cpus} : 2025-01-01 {when} UTC =====")
 
 
 # --------------------------------------------------------------------------- fixtures -> CSV
@@ -154,8 +146,10 @@ def test_malformed_lines_are_warnings_with_line_numbers(tmp_path):
 def test_non_numeric_value_is_warned_and_skipped(tmp_path):
     log = _write_log(tmp_path, _job_lines() + [
         _run_start(),
-        "[eval] trial=t1 epoch=1.00 step=5 eval_loss=2.5000 exact_match=10.00 f1=20.00 lr=1e-05 bs=8 wd=0.01",
-        "[eval] trial=t1 epoch=2.00 step=10 eval_loss=2.1000 exact_match=12.00 f1=n/a lr=1e-05 bs=8 wd=0.01",
+        "[eval] trial=t1 epoch=1.00 step=5 eval_loss=2.5000 exact_match=10.00 f1=20.00 "
+        "learning_rate=1e-05 batch_size=8 weight_decay=0.01",
+        "[eval] trial=t1 epoch=2.00 step=10 eval_loss=2.1000 exact_match=12.00 f1=n/a "
+        "learning_rate=1e-05 batch_size=8 weight_decay=0.01",
         '[result] {"trial_id": "t1", "eval_loss": "low", "exact_match": 1, "f1": 2}',
         "===== RUN 1/1 END trial=t1 rc=0 wall_s=90 : 2025-01-01 10:01:40 UTC =====",
         "===== RUN 9/9 BEGIN what=ever : 2025-01-01 10:01:41 UTC =====",
@@ -203,9 +197,13 @@ def test_logfmt_lines_round_trip(tmp_path):
            "epochs": 2, "eval_loss": 0.987654321, "exact_match": 50.0, "f1": 61.25,
            "train_runtime_s": 77.5, "tokens_per_s": 1234.5, "device": "cpu", "num_devices": 1,
            "history": []}
+    eval_text = logfmt.eval_line("t1", 1.0, 3, {"eval_loss": 1.1, "exact_match": 40, "f1": 50}, hp)
+    # every key is a CSV column name (or the trial/epoch/step of the evaluation)
+    assert eval_text == ("[eval] trial=t1 epoch=1.00 step=3 eval_loss=1.1000 exact_match=40.00 f1=50.00 "
+                         "learning_rate=1e-05 batch_size=8 weight_decay=0.01")
     log = _write_log(tmp_path, _job_lines(gpus=0) + [
         _run_start(gpus=0),
-        "[rank0]: " + logfmt.eval_line("t1", 1.0, 3, {"eval_loss": 1.1, "exact_match": 40, "f1": 50}, hp),
+        "[rank0]: " + eval_text,
         "0: " + logfmt.result_line(rec),
         "===== RUN 1/1 END trial=t1 rc=0 wall_s=90 : 2025-01-01 10:01:40 UTC =====",
         "===== JOB 77 FINISH : 2025-01-01 10:02:00 UTC (rc=0, elapsed=120.0s) ====="])
@@ -214,6 +212,62 @@ def test_logfmt_lines_round_trip(tmp_path):
     (row,) = parsed.rows
     assert row["eval_loss"] == pytest.approx(0.987654321) and row["tokens_per_s"] == 1234.5
     assert row["gpu_hours"] == 0 and row["cpu_hours"] == pytest.approx(8 * 90 / 3600)
+    assert parsed.history["t1"] == [{"epoch": 1, "step": 3, "eval_loss": 1.1, "exact_match": 40, "f1": 50}]
+
+
+def test_run_start_and_end_lines_round_trip(tmp_path):
+    """What a Python driver writes with run_start_line / run_end_line is read back as the row."""
+    fields = {"learning_rate": 3e-05, "batch_size": 16, "weight_decay": 0.0, "seed": 42, "epochs": 2,
+              "gpus": 4, "cpus": 32}
+    start = logfmt.run_start_line(2, 3, "grid02_lr3e-05_bs16", fields, "2025-01-01 10:00:10 UTC")
+    assert start == ("===== RUN 2/3 START trial=grid02_lr3e-05_bs16 learning_rate=3e-05 batch_size=16 "
+                     "weight_decay=0 seed=42 epochs=2 gpus=4 cpus=32 : 2025-01-01 10:00:10 UTC =====")
+    end = logfmt.run_end_line(2, 3, "grid02_lr3e-05_bs16", 0, 1259.96, "2025-01-01 10:21:10 UTC")
+    assert end == "===== RUN 2/3 END trial=grid02_lr3e-05_bs16 rc=0 wall_s=1260.0 : 2025-01-01 10:21:10 UTC ====="
+    hp = {k: fields[k] for k in ("learning_rate", "batch_size", "weight_decay")}
+    metrics = {"eval_loss": 1.25, "exact_match": 44.5, "f1": 55.25}
+    log = _write_log(tmp_path, _job_lines("88", gpus=4, cpus=32) + [
+        logfmt.run_start_line(1, 3, "grid01_lr1e-05_bs16", dict(fields, learning_rate=1e-05),
+                              "2025-01-01 09:50:00 UTC"),
+        logfmt.run_end_line(1, 3, "grid01_lr1e-05_bs16", 0, 600, "2025-01-01 10:00:00 UTC"),
+        start, logfmt.eval_line("grid02_lr3e-05_bs16", 2.0, 38, metrics, hp), end,
+        logfmt.run_start_line(3, 3, "grid03_crash", fields, "2025-01-01 10:21:11 UTC"),
+        logfmt.run_end_line(3, 3, "grid03_crash", 1, 9.04, "2025-01-01 10:21:20 UTC"),
+        "===== JOB 88 FINISH : 2025-01-01 10:22:00 UTC (rc=0, elapsed=1320.0s) ====="])
+    parsed = parse_log(log)
+    # run 1 ended rc=0 without metrics: that is its only warning
+    assert [w.message for w in parsed.warnings] == [
+        "RUN 1/3 (trial grid01_lr1e-05_bs16) ended with rc=0 but printed no [result] or [eval] metrics: "
+        "status error"]
+    assert parsed.rows[0]["learning_rate"] == 1e-05 and parsed.rows[0]["wall_s"] == 600
+    assert parsed.rows[1:] == [
+        make_row(method="manual", job_id="88", trial_id="grid02_lr3e-05_bs16", status="completed",
+                 wall_s=1260.0, **fields, **metrics),
+        make_row(method="manual", job_id="88", trial_id="grid03_crash", status="error", wall_s=9.0, **fields)]
+    assert parsed.rows[1]["gpu_hours"] == pytest.approx(1.4)          # 4 GPUs x 1260 s
+    assert parsed.job["runs_planned"] == 3
+
+
+def test_log_date_reads_back():
+    when = datetime(2025, 3, 14, 9, 0, 3)
+    assert logfmt.log_date(when) == "2025-03-14 09:00:03"             # naive: no zone name
+    assert logfmt.parse_date(logfmt.log_date()) is not None            # now, with the local zone
+    assert logfmt.parse_date(logfmt.log_date(when) + " UTC") == when
+    assert logfmt.parse_date("no date here") is None
+
+
+def test_short_run_start_keys_are_not_read(tmp_path):
+    """The keys are the column names: an old-style `lr=` is reported, not guessed."""
+    log = _write_log(tmp_path, _job_lines() + [
+        "===== RUN 1/1 START trial=t1 lr=1e-05 bs=8 wd=0.01 seed=1 epochs=2 gpus=2 cpus=8 "
+        ": 2025-01-01 10:00:10 UTC =====",
+        "===== RUN 1/1 END trial=t1 rc=1 wall_s=30 : 2025-01-01 10:00:40 UTC =====",
+        "===== JOB 77 FINISH : 2025-01-01 10:01:00 UTC (rc=1, elapsed=60.0s) ====="])
+    parsed = parse_log(log)
+    (row,) = parsed.rows
+    assert (row["learning_rate"], row["batch_size"], row["weight_decay"], row["seed"]) == (None, None, None, 1)
+    (w,) = parsed.warnings
+    assert w.lineno == 3 and "unknown key(s) lr, bs, wd" in w.message and "learning_rate" in w.message
 
 
 def test_reparse_after_summary_was_appended(tmp_path):
@@ -245,14 +299,27 @@ def test_missing_or_empty_log_is_a_clear_error_and_keeps_csv(tmp_path, content):
     assert csv_path.read_text() == "an earlier, good CSV\n"
 
 
+# --------------------------------------------------------------------------- scripts/parse_logs.py
+
 def test_cli_usage_error_exits_2():
     res = _cli()                                      # no LOG argument
     assert res.returncode == 2 and "usage" in res.stderr
 
 
+@pytest.mark.parametrize("script", ["parse_logs.py", "compare.py"])
+def test_scripts_say_clearly_when_hpo_is_not_installed(tmp_path, script):
+    # -S: no site-packages, so not the venv's `pip install -e .` either; the script adds nothing itself
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-S", str(ROOT / "scripts" / script), "x"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip() == ("the hpo package is not importable: run `make venv` or "
+                                  "`pip install -e .` in the repository root")
+
+
 def test_cli_default_outputs_next_to_log(tmp_path):
     log = shutil.copy(LOGS / "manual_normal.out", tmp_path / "hpo-manual-4815162.out")
-    res = _cli(log)
+    res = _cli(log, cwd=tmp_path)                     # works from any directory
     assert res.returncode == 0, res.stderr
     csv_path = tmp_path / "hpo-manual-4815162.csv"
     assert csv_path.read_text() == (EXPECTED / "manual_normal.csv").read_text()
@@ -273,27 +340,6 @@ def test_cli_summary_json_goes_next_to_the_csv(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.out", "out"]
 
 
-def test_write_csv_is_atomic(tmp_path, monkeypatch):
-    path = tmp_path / "out.csv"
-    path.write_text("old\n")
-
-    def crash(*a, **k):
-        raise OSError("disk full")
-    monkeypatch.setattr(results.os, "replace", crash)
-    with pytest.raises(OSError):
-        write_csv(parse_log(LOGS / "manual_normal.out").rows, path)
-    assert path.read_text() == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]     # no temp file left behind
-
-
-def test_format_value_is_stable():
-    fv = results.format_value
-    assert [fv(None), fv(8), fv(2.0), fv(1e-05), fv(1.3021427631378173), fv(float("nan")),
-            fv(1234567.891), fv(0.68)] == ["", "8", "2", "1e-05", "1.30214", "nan", "1234567.9", "0.68"]
-
-
-# --------------------------------------------------------------------------- records (Ray route)
-
 def _ray_row(**kw):
     base = dict(method="asha", job_id="900", trial_id="trial_00001", status="stopped_early",
                 learning_rate=3e-5, batch_size=8, weight_decay=0.0, seed=0, epochs=1,
@@ -303,42 +349,10 @@ def _ray_row(**kw):
     return base
 
 
-def test_records_round_trip(tmp_path):
-    path = tmp_path / "trials.jsonl"
-    write_records([_ray_row()], path)
-    write_records([_ray_row(trial_id="trial_00002", status="completed", eval_loss=float("nan"))],
-                  path, append=True)
-    rows = read_records(path)
-    assert [r["trial_id"] for r in rows] == ["trial_00001", "trial_00002"]
-    assert rows[0]["status"] == "stopped_early"
-    assert rows[0]["gpu_hours"] == pytest.approx(120 / 3600)       # derived: 1 GPU x 120 s
-    assert rows[0]["cpu_hours"] == pytest.approx(4 * 120 / 3600)
-    assert math.isnan(rows[1]["eval_loss"])
-    assert list(rows[0]) == COLUMNS
-    assert [json.loads(line)["trial_id"] for line in path.read_text().splitlines()] == ["trial_00001", "trial_00002"]
-
-
-def test_records_reject_bad_status_and_unknown_keys(tmp_path):
-    path = tmp_path / "trials.jsonl"
-    with pytest.raises(ValueError, match="status 'TERMINATED' is not one of"):
-        write_records([_ray_row(status="TERMINATED")], path)
-    with pytest.raises(ValueError, match="unknown column"):
-        write_records([_ray_row(eval_los=1.0)], path)
-    with pytest.raises(ValueError, match="not a number"):
-        write_records([_ray_row(eval_loss="low")], path)
-    assert not path.exists()                                        # nothing half-written
-    path.write_text(json.dumps(_ray_row()) + "\n" + '{"method": "asha", "trial_id": "x", "status": "done"}\n'
-                    + '{"method": "asha", "trial_id": "y", "sta')   # half a line: driver killed mid-append
-    with pytest.raises(ValueError, match=r"trials.jsonl:2"):
-        read_records(path)
-    warnings = []
-    assert len(read_records(path, warnings=warnings)) == 1
-    assert [w.lineno for w in warnings] == [2, 3]
-
-
 def test_cli_records_route(tmp_path):
     log = _write_log(tmp_path, _job_lines("900", gpus=4, cpus=16) + [
-        "[eval] trial=trial_00001 epoch=1.00 step=5 eval_loss=1.5 exact_match=30 f1=40 lr=3e-05 bs=8 wd=0",
+        "[eval] trial=trial_00001 epoch=1.00 step=5 eval_loss=1.5 exact_match=30 f1=40 "
+        "learning_rate=3e-05 batch_size=8 weight_decay=0",
         "===== JOB 900 FINISH : 2025-01-01 10:10:00 UTC (rc=0, elapsed=600.0s) ====="], "hpo-asha-900.out")
     rec = write_records([_ray_row(), _ray_row(trial_id="trial_00002", status="completed", eval_loss=1.2)],
                         tmp_path / "trials.jsonl")
@@ -350,102 +364,3 @@ def test_cli_records_route(tmp_path):
     assert "WARNING" not in res.stderr
     assert "**trial_00002**" in res.stdout                          # best row highlighted
     assert _cli(log, "--records", tmp_path / "nope.jsonl").returncode == 2
-
-
-# --------------------------------------------------------------------------- summary and tables
-
-def test_job_summary_arithmetic():
-    job = {"job_id": "1", "method": "manual", "start": "2025-01-01 10:00:00 UTC",
-           "finish": "2025-01-01 12:00:00 UTC", "rc": 0, "elapsed_s": 7200.0, "nodes": 2, "gpus": 8, "cpus": 64}
-    rows = [make_row(method="manual", trial_id="a", status="completed", gpus=4, cpus=32, wall_s=3600, eval_loss=1),
-            make_row(method="manual", trial_id="b", status="error", gpus=4, cpus=32, wall_s=1800)]
-    assert rows[0]["gpu_hours"] == 4.0 and rows[1]["gpu_hours"] == 2.0        # gpus x hours
-    s = job_summary(job, rows)
-    assert s["job_gpu_hours"] == 16.0          # 8 GPUs x 2 h
-    assert s["job_cpu_hours"] == 128.0         # 64 CPUs x 2 h
-    assert s["trial_gpu_hours"] == 6.0 and s["trial_cpu_hours"] == 48.0
-    assert s["training_share"] == pytest.approx(6 / 16) and s["share_basis"] == "GPU"
-    assert s["n_trials"] == {"completed": 1, "stopped_early": 0, "error": 1, "incomplete": 0, "total": 2}
-    text = format_summary(s)
-    assert "JOB SUMMARY" in text and "16.000" in text and "6.000" in text and "37.5 %" in text
-    # laptop tier: no GPUs -> the share is of CPU-hours
-    laptop = job_summary(dict(job, gpus=0), rows)
-    assert laptop["job_gpu_hours"] == 0 and laptop["share_basis"] == "CPU"
-    assert laptop["training_share"] == pytest.approx(48 / 128)
-
-
-def test_markdown_table_one_row_per_trial():
-    rows = parse_log(LOGS / "manual_crashed.out").rows
-    table = markdown_table(rows).splitlines()
-    assert table[0].startswith("| # | trial | status | lr | batch size | weight decay | epochs | eval loss | EM | F1 ")
-    assert table[0].endswith("| wall (s) | GPU-h | CPU-h |")
-    body = table[2:]
-    assert len(body) == len(rows) == 4
-    assert body[1].split(" | ")[:3] == ["| 2", "grid02_lr1e-05_bs16", "error"]
-    assert "**grid03_lr5e-05_bs8**" in body[2] and "| 0.680 | 5.440 |" in body[1]
-
-
-def test_best_row_rules():
-    mk = lambda t, loss, f1: make_row(method="m", trial_id=t, status="completed", eval_loss=loss, f1=f1)
-    rows = [mk("nan", float("nan"), 99), mk("a", 1.2, 50), mk("b", 1.1, 40), mk("c", 1.1, 45), mk("none", None, 90)]
-    assert best_row(rows)["trial_id"] == "c"                # lowest loss; tie -> higher F1
-    assert best_row(rows, metric="f1")["trial_id"] == "nan" # highest F1 for an F1 metric
-    assert best_row([mk("x", None, 1)]) is None
-    assert best_row(parse_log(LOGS / "manual_normal.out").rows)["trial_id"] == "grid03_lr5e-05_bs8"
-
-
-def test_statuses_and_columns_contract():
-    assert STATUSES == ("completed", "stopped_early", "error", "incomplete")
-    assert COLUMNS[:4] == ["method", "job_id", "trial_id", "status"] and len(COLUMNS) == 19
-    assert (EXPECTED / "manual_normal.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
-
-
-# --------------------------------------------------------------------------- compare.py
-
-def _csv_for(tmp_path, name, method, specs, mtime):
-    rows = [make_row(method=method, job_id=name, trial_id=t, status="completed", learning_rate=lr,
-                     batch_size=8, weight_decay=0.0, epochs=1, eval_loss=loss, exact_match=10, f1=f1,
-                     gpus=1, cpus=2, wall_s=3600)
-            for t, lr, loss, f1 in specs]
-    path = write_csv(rows, tmp_path / f"{name}.csv")
-    os.utime(path, (mtime, mtime))
-    return path
-
-
-def test_compare_picks_best_per_method(tmp_path):
-    manual = _csv_for(tmp_path, "manual-1", "manual", [("m1", 1e-5, 1.3, 50), ("m2", 5e-5, 1.1, 55)], 1000)
-    asha_old = _csv_for(tmp_path, "asha-1", "asha", [("old", 1e-4, 0.5, 90)], 1000)
-    asha_new = _csv_for(tmp_path, "asha-2", "asha",
-                        [("a1", 3e-5, 1.2, 52), ("a2", 2e-5, 1.05, 56), ("a3", 4e-5, 1.05, 58)], 2000)
-    out = tmp_path / "cmp"
-    res = subprocess.run([sys.executable, str(COMPARE), str(manual), str(asha_old), str(asha_new),
-                          "--out-dir", str(out)], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
-    best = list(__import__("csv").DictReader(open(out / "best_of_each.csv")))
-    assert [(r["method"], r["trial_id"], r["eval_loss"]) for r in best] == [
-        ("manual", "m2", "1.1"), ("asha", "a3", "1.05")]            # newest asha CSV; tie -> higher F1
-    assert best[1]["method_gpu_hours"] == "3" and best[1]["method_cpu_hours"] == "6"   # 3 trials x 1 GPU x 1 h
-    assert best[1]["source"] == str(asha_new)
-    assert f"asha: using {asha_new} (newest of 2" in res.stdout
-    md = (out / "best_of_each.md").read_text()
-    assert md.count("| manual |") == 1 and md.count("| asha |") == 1 and "m2" in md
-
-    mod = _load_compare()
-    rows, notes = mod.best_of_each(mod.load([manual, asha_old, asha_new]), use_all=True)
-    assert [r["trial_id"] for r in rows] == ["m2", "old"]          # --all: best over both asha CSVs
-    assert rows[1]["method_gpu_hours"] == 4
-
-
-def test_compare_errors(tmp_path):
-    bad = tmp_path / "bad.csv"
-    bad.write_text("trial,loss\nx,1\n")
-    res = subprocess.run([sys.executable, str(COMPARE), str(bad), "--out-dir", str(tmp_path / "o")],
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2 and "not the results schema" in res.stderr
-    res = subprocess.run([sys.executable, str(COMPARE), "--out-dir", str(tmp_path / "o")],
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2 and "no CSV files" in res.stderr
-    res = subprocess.run([sys.executable, str(COMPARE), str(tmp_path / "logs/*/*.csv")],
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2 and "no such CSV" in res.stderr
-    assert not (tmp_path / "o").exists()

@@ -34,4 +34,7 @@ IFS=, read -r -a extra <<< "${APPTAINER_BINDS:-}"
 binds+=("${extra[@]}")
 bind_arg=$(IFS=,; echo "${binds[*]}")
 nv=(); [ "${APPTAINER_NV:-1}" = 1 ] && nv=(--nv)
-exec "$bin" exec "${nv[@]}" --bind "$bind_arg" --pwd "$PWD" "$APPTAINER_IMAGE" "$@"
+# The image holds the Python packages (requirements.txt) but not this project: on the host it is
+# installed into the venv (`pip install -e .`); in the container the bound checkout goes on
+# PYTHONPATH, which is the container's equivalent of that install.
+exec "$bin" exec "${nv[@]}" --bind "$bind_arg" --env "PYTHONPATH=$root" --pwd "$PWD" "$APPTAINER_IMAGE" "$@"

@@ -1,0 +1,180 @@
+"""Manual grid: every combination of a few hand-picked values, one full run after another.
+
+Run:  sbatch experiments/manual/run.slurm [--learning-rates 1e-5,2e-4 --epochs 3 ...]   (cluster tier)
+      bash experiments/manual/run.slurm                                                 (laptop tier)
+      sbatch experiments/manual/run.slurm --best-of logs/asha/hpo-asha-123.csv --seeds 0,1,2   (noise floor)
+`--help` lists every option. Sections: 1 options, 2 search space, 3 scheduler,
+4 the runs (the other methods: Tuner(...).fit()), 5 results — the same as every method's driver,
+so `diff experiments/manual/driver.py experiments/asha/driver.py` shows only the method.
+
+This is the baseline the other methods are measured against: no Ray, no early stopping —
+each combination is one `scripts/train.py` run to the last epoch (with `torchrun` over the
+node's GPUs and DeepSpeed ZeRO-2 on the cluster tier), in its own output directory, so one
+failing combination does not stop the grid. Each run is framed by `===== RUN k/n START/END =====`
+lines; after the job the parser (scripts/parse_logs.py) turns them into the results CSV.
+"""
+import argparse
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hpo import logfmt
+from hpo.config import HYPERPARAMETERS, PROFILES, TrialConfig, add_trial_options, trial_config_from
+from hpo.report import best_row, describe_best
+from hpo.schema import make_row, read_csv
+from hpo.search.options import SearchSpaceError, comma_list
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ----------------------------------------------------------------------------- 1. options
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="experiments/manual/driver.py",
+                                 description="manual grid: one run per combination, serially")
+    g = ap.add_argument_group("the grid [default: the profile's, hpo/config.py]")
+    g.add_argument("--learning-rates", help="comma list")
+    g.add_argument("--batch-sizes", help="comma list, per device")
+    g.add_argument("--weight-decays", help="comma list")
+    g.add_argument("--seeds", help="comma list [default: --seed]")
+    g.add_argument("--best-of", metavar="CSV", help="one combination: the best trial (lowest eval_loss) "
+                                                    "of an earlier job's CSV (with --seeds: the noise floor)")
+    add_trial_options(ap, exclude=HYPERPARAMETERS, run_fields=False, defaults_from_config=False,
+                      title="each run (the same options as scripts/train.py)")
+    a = ap.parse_args(argv)
+    a.profile = a.profile or os.environ.get("HPO_PROFILE") or "tiny"
+    try:
+        grid = PROFILES[a.profile].grid
+        a.learning_rates = comma_list(a.learning_rates, float, "learning-rates") if a.learning_rates \
+            else list(grid.learning_rate)
+        a.batch_sizes = comma_list(a.batch_sizes, int, "batch-sizes") if a.batch_sizes else list(grid.batch_size)
+        a.weight_decays = comma_list(a.weight_decays, float, "weight-decays") if a.weight_decays \
+            else list(grid.weight_decay)
+        a.seeds = comma_list(a.seeds, int, "seeds") if a.seeds else [a.seed if a.seed is not None else TrialConfig().seed]
+        if a.best_of:
+            best = best_of(a.best_of)
+            a.learning_rates, a.batch_sizes, a.weight_decays = \
+                [best["learning_rate"]], [best["batch_size"]], [best["weight_decay"]]
+            print(f"[job] --best-of {a.best_of}: trial {best['trial_id']} (learning_rate={best['learning_rate']:g} "
+                  f"batch_size={best['batch_size']} weight_decay={best['weight_decay']:g})", flush=True)
+        # DeepSpeed ZeRO-2 over the node's GPUs on the cluster tier; 'none' turns it off.
+        if a.deepspeed is None and a.profile == "workshop":
+            a.deepspeed = "deepspeed_configs/zero2.json"
+        if a.deepspeed == "none":
+            a.deepspeed = None
+        if a.deepspeed and not Path(a.deepspeed).is_file():
+            raise SearchSpaceError(f"--deepspeed: DeepSpeed config not found: {a.deepspeed}")
+    except (SearchSpaceError, ValueError, KeyError) as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
+    return a
+
+
+def best_of(csv_path: str) -> dict:
+    if not Path(csv_path).is_file():
+        raise SearchSpaceError(f"--best-of: CSV not found: {csv_path}")
+    try:
+        row = best_row(read_csv(csv_path))
+    except (OSError, ValueError) as e:
+        raise SearchSpaceError(f"--best-of {csv_path}: {e}") from None
+    if row is None:
+        raise SearchSpaceError(f"--best-of {csv_path}: no trial with a finite eval_loss")
+    return row
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+
+    # ------------------------------------------------------------------------- 2. search space
+    grid = list(itertools.product(args.seeds, args.learning_rates, args.batch_sizes, args.weight_decays))
+    n = len(grid)
+    print(f"[job] grid ({args.profile} profile): learning_rate {args.learning_rates} x batch_size "
+          f"{args.batch_sizes} x weight_decay {args.weight_decays} x seed {args.seeds} = {n} runs", flush=True)
+
+    # ------------------------------------------------------------------------- 3. scheduler
+    # Serial, each run to its last epoch. One rank per GPU of the node; the local practice
+    # cluster's GPUs are emulated (no CUDA behind them): then each run is one CPU rank.
+    gpus = int(os.environ.get("HPO_GPUS_PER_NODE", "0"))
+    if gpus and os.environ.get("HPO_CUDA") == "0":
+        print(f"[job] {gpus} GPU(s) allocated but no nvidia-smi here (emulated GPUs?): one CPU rank per run",
+              flush=True)
+        gpus = 0
+    launch = [sys.executable]
+    if gpus or args.deepspeed:      # torchrun even for one CPU rank: DeepSpeed needs its rank environment
+        torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+        launch = [torchrun, "--standalone", f"--nproc_per_node={max(gpus, 1)}"]
+    if os.environ.get("HPO_TIER") == "cluster" and shutil.which("srun"):
+        # each run its own job step: `sacct -j <job>` shows every run's time and memory
+        # (inside a container srun is not there, and the run starts directly)
+        step = ["srun", "--nodes=1", "--ntasks=1", f"--cpus-per-task={os.environ.get('HPO_CPUS_PER_NODE', '1')}"]
+        if int(os.environ.get("HPO_GPUS_PER_NODE", "0")):
+            step.append(f"--gres=gpu:{os.environ['HPO_GPUS_PER_NODE']}")
+        launch = step + launch
+    print(f"[job] each run: {' '.join(launch)} scripts/train.py "
+          f"{' '.join(trial_config_from(args).to_argv())}", flush=True)
+    job_dir = Path(os.environ.get("HPO_JOB_DIR") or REPO / "logs" / "manual" / "local")
+
+    # ------------------------------------------------------------------------- 4. the runs
+    runner = Runner()
+    records, failed = [], 0
+    for k, (seed, lr, bs, wd) in enumerate(grid, start=1):
+        trial = f"run{k:02d}_lr{lr:g}_bs{bs}_wd{wd:g}" + (f"_s{seed}" if len(args.seeds) > 1 else "")
+        cfg = trial_config_from(args, learning_rate=lr, batch_size=bs, weight_decay=wd, seed=seed,
+                                trial_id=trial, output_dir=str(job_dir / trial))
+        print(logfmt.run_start_line(k, n, trial, {
+            "learning_rate": lr, "batch_size": bs, "weight_decay": wd, "seed": seed,
+            "epochs": cfg.value("epochs"), "gpus": os.environ.get("HPO_GPUS", "0"),
+            "cpus": os.environ.get("HPO_CPUS", str(os.cpu_count()))}, logfmt.log_date()), flush=True)
+        t0 = time.time()
+        rc = runner.run(launch + [str(REPO / "scripts" / "train.py")] + cfg.to_argv())
+        print(logfmt.run_end_line(k, n, trial, rc, time.time() - t0, logfmt.log_date()), flush=True)
+        metrics = job_dir / trial / "metrics.json"
+        if rc == 0 and metrics.exists():
+            records.append(json.loads(metrics.read_text()))
+        else:
+            failed += 1
+
+    # ------------------------------------------------------------------------- 5. results
+    print(f"[job] grid done: {n - failed}/{n} runs succeeded", flush=True)
+    rows = [make_row(method="manual", trial_id=r["trial_id"], status="completed",
+                     **{k: r.get(k) for k in (*HYPERPARAMETERS, "seed", "epochs", "eval_loss", "exact_match", "f1")})
+            for r in records]
+    best = best_row(rows)
+    if best is not None:
+        print(f"[job] {describe_best(best)}", flush=True)
+    return 0 if failed < n else 1           # the job fails only if every run failed
+
+
+class Runner:
+    """Runs one command at a time in its own process group; SIGTERM/SIGINT (scancel, walltime,
+    Ctrl-C) are passed on to the whole group, so no rank outlives the job, and the driver exits
+    with the run's RUN block left open — the parser then marks that run incomplete."""
+
+    def __init__(self):
+        self.child = None
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+
+    def run(self, cmd) -> int:
+        self.child = subprocess.Popen(cmd, start_new_session=True)
+        rc = self.child.wait()
+        self.child = None
+        return rc
+
+    def _stop(self, signum, frame):
+        if self.child is not None and self.child.poll() is None:
+            os.killpg(self.child.pid, signum)
+            try:
+                self.child.wait(timeout=float(os.environ.get("HPO_TERM_WAIT_S", "8")))
+            except subprocess.TimeoutExpired:
+                os.killpg(self.child.pid, signal.SIGKILL)
+        print(f"[job] {signal.Signals(signum).name}: grid stopped", flush=True)
+        sys.exit(128 + signum)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""Reports on results rows: the job summary, the best trial, the markdown tables,
+and the best trial of each method side by side.
+
+Use (nothing to run; the command lines are scripts/parse_logs.py and scripts/compare.py):
+    from hpo.report import best_row, describe_best, markdown_table
+    best = best_row(rows)                      # THE rule for "the best trial", see best_row
+    if best is not None:
+        print("[tune] " + describe_best(best))  # a Ray driver, after fit()
+    print(markdown_table(rows))                # the README's per-trial table
+
+    from hpo.report import load_csvs, best_of_each, best_of_each_table
+    rows, notes = best_of_each(load_csvs(["logs/manual/hpo-manual-1.csv", "logs/asha/hpo-asha-2.csv"]))
+    print(best_of_each_table(rows))
+
+Every method's rows have the same columns (hpo.schema.COLUMNS), so every method
+gets the same JOB SUMMARY (GPU-hours of the allocation vs. GPU-hours spent in
+trials), the same table and the same choice of its best trial.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from hpo.logfmt import parse_date
+from hpo.schema import STATUSES, csv_text, device_hours, format_value, read_csv
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _num(x, spec, missing="-") -> str:
+    """A number for a table or a message: `spec` for finite values, nan/inf as in the CSV."""
+    if x is None:
+        return missing
+    if isinstance(x, float) and not math.isfinite(x):
+        return format_value(x)
+    return format(x, spec)
+
+
+def _cell(text) -> str:
+    """Markdown table cell text: a '|' would end the cell."""
+    return str(text).replace("|", "\\|")
+
+
+# --------------------------------------------------------------------------- the best trial
+
+_LOWER_IS_BETTER = {"eval_loss": True, "exact_match": False, "f1": False}
+
+
+def best_row(rows, metric: str = "eval_loss") -> dict | None:
+    """The best trial: THE rule of the workshop, used by every driver, table and
+    comparison, so "the best trial" means the same thing everywhere.
+
+      1. the lowest finite eval_loss wins (a missing or NaN loss never wins; any
+         status counts: an early-stopped or crashed trial's last evaluation was
+         measured too);
+      2. a tie on eval_loss: the higher finite F1 wins; a missing or NaN F1 is the
+         worst F1 (it cannot win a tie against a measured one);
+      3. still tied: the earlier row keeps its place.
+
+    `metric="exact_match"` or `"f1"` ranks by that metric instead (highest wins;
+    ties as above). None if no row has a finite value of `metric`.
+    """
+    if metric not in _LOWER_IS_BETTER:
+        raise ValueError(f"metric must be one of {sorted(_LOWER_IS_BETTER)}, not {metric!r}")
+    sign = 1 if _LOWER_IS_BETTER[metric] else -1
+    best, best_key = None, None
+    for row in rows:
+        value = row.get(metric)
+        if not _finite(value):
+            continue
+        f1 = row.get("f1") if _finite(row.get("f1")) else -math.inf
+        key = (sign * value, -f1)                  # smaller is better
+        if best_key is None or key < best_key:     # strict: the earlier row keeps a full tie
+            best, best_key = row, key
+    return best
+
+
+def describe_best(row: dict) -> str:
+    """One line about the best trial, e.g.
+    `BEST trial t3 (completed): learning_rate=5e-05 batch_size=8 weight_decay=0.01 epochs=2
+    eval_loss=1.1897 exact_match=46.50 f1=58.02` (a missing value prints as '-')."""
+    return (f"BEST trial {row.get('trial_id')} ({row.get('status')}): "
+            f"learning_rate={_num(row.get('learning_rate'), '.3g')} "
+            f"batch_size={_num(row.get('batch_size'), 'g')} "
+            f"weight_decay={_num(row.get('weight_decay'), 'g')} "
+            f"epochs={_num(row.get('epochs'), 'g')} "
+            f"eval_loss={_num(row.get('eval_loss'), '.4f')} "
+            f"exact_match={_num(row.get('exact_match'), '.2f')} "
+            f"f1={_num(row.get('f1'), '.2f')}")
+
+
+# --------------------------------------------------------------------------- job summary
+
+def job_summary(job: dict, rows) -> dict:
+    """Cost of the job vs. the cost of its trials, from the job facts and the rows.
+
+    job_*_hours = allocated GPUs/CPUs x elapsed; trial_*_hours = sum over rows;
+    training_share = trial hours / job hours (GPU-hours if the job had GPUs, else
+    CPU-hours, so the laptop tier reports a share too).
+    """
+    start_t = parse_date(job.get("start"))
+    elapsed, source = job.get("elapsed_s"), None
+    if elapsed is not None:
+        source = "FINISH line"
+    else:
+        last_t = parse_date(job.get("last_time"))
+        if start_t and last_t:
+            elapsed, source = (last_t - start_t).total_seconds(), "last timestamped line"
+    gpus, cpus = job.get("gpus"), job.get("cpus")
+    job_gpu_h, job_cpu_h = device_hours(gpus, elapsed), device_hours(cpus, elapsed)
+
+    def total(col):
+        vals = [r.get(col) for r in rows if _finite(r.get(col))]
+        return sum(vals) if vals else (0.0 if rows else None)
+
+    trial_gpu_h, trial_cpu_h = total("gpu_hours"), total("cpu_hours")
+    basis = "GPU" if gpus else "CPU"
+    num, den = (trial_gpu_h, job_gpu_h) if basis == "GPU" else (trial_cpu_h, job_cpu_h)
+    share = num / den if num is not None and den else None
+    counts = {s: 0 for s in STATUSES}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    counts["total"] = len(rows)
+    finished = job.get("finish") is not None
+    note = None
+    if not finished:
+        note = ("no FINISH line: the job was killed hard (or is still running); "
+                + (f"elapsed measured to the last timestamped line ({job.get('last_time')})"
+                   if elapsed is not None else "elapsed unknown"))
+    return {
+        "job_id": job.get("job_id"), "method": job.get("method"), "job_name": job.get("job_name"),
+        "tier": job.get("tier"), "start": job.get("start"), "finish": job.get("finish"),
+        "finished": finished, "rc": job.get("rc"), "elapsed_s": elapsed, "elapsed_source": source,
+        "nodes": job.get("nodes"), "gpus": gpus, "cpus": cpus,
+        "job_gpu_hours": job_gpu_h, "job_cpu_hours": job_cpu_h,
+        "trial_gpu_hours": trial_gpu_h, "trial_cpu_hours": trial_cpu_h,
+        "training_share": share, "share_basis": basis,
+        "n_trials": counts, "runs_planned": job.get("runs_planned"), "note": note,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """The readable JOB SUMMARY block printed into the .out file after FINISH.
+
+    Its lines never start with '=====' or '[eval]'/'[result]', so re-parsing a log
+    that already contains a summary reads the same rows.
+    """
+    s = summary
+    head = f"----- JOB SUMMARY: {s.get('method') or '?'} job {s.get('job_id') or '?'} -----"
+    if s["finished"]:
+        finish = f"{s['finish']} (rc={s['rc']})"
+    else:
+        finish = "- (no FINISH line: killed hard or still running)"
+    if s["elapsed_s"] is not None:
+        elapsed = f"{s['elapsed_s']:.1f} s = {s['elapsed_s'] / 3600:.3f} h (from the {s['elapsed_source']})"
+    else:
+        elapsed = "unknown"
+    n = s["n_trials"]
+    planned = f" of {s['runs_planned']} planned" if s.get("runs_planned") else ""
+    share = s["training_share"]
+    share_txt = (f"{100 * share:.1f} % of the job's {s['share_basis']}-hours were spent in trials "
+                 f"(the rest: start-up, data/model loading, gaps, idle)"
+                 if share is not None else "-")
+    lines = [
+        head,
+        f"start              : {s['start'] or '-'}",
+        f"finish             : {finish}",
+        f"elapsed            : {elapsed}",
+        f"allocation         : {_num(s['nodes'], 'g')} node(s), {_num(s['gpus'], 'g')} GPU(s), "
+        f"{_num(s['cpus'], 'g')} CPU(s)",
+        f"job GPU-h          : {_num(s['job_gpu_hours'], '.3f')}  (allocated GPUs x elapsed)",
+        f"sum of trial GPU-h : {_num(s['trial_gpu_hours'], '.3f')}",
+        f"job CPU-h          : {_num(s['job_cpu_hours'], '.3f')}  (allocated CPUs x elapsed)",
+        f"sum of trial CPU-h : {_num(s['trial_cpu_hours'], '.3f')}",
+        f"training share     : {share_txt}",
+        f"trials             : {n['total']}{planned} (" + ", ".join(f"{k} {n[k]}" for k in STATUSES) + ")",
+    ]
+    if s.get("note"):
+        lines.append(f"note               : {s['note']}")
+    lines.append("-" * len(head))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- per-trial table
+
+def markdown_table(rows, highlight_best: bool = True) -> str:
+    """The README's result table, one line per row (the best trial's id in bold)."""
+    best = best_row(rows) if highlight_best else None
+    header = ("| # | trial | status | lr | batch size | weight decay | epochs | eval loss | EM | F1 "
+              "| wall (s) | GPU-h | CPU-h |")
+    sep = "|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    out = [header, sep]
+    for i, r in enumerate(rows, start=1):
+        trial = _cell(r.get("trial_id") or "-")
+        if best is not None and r is best:
+            trial = f"**{trial}**"
+        cells = [str(i), trial, _cell(r.get("status") or "-"),
+                 _num(r.get("learning_rate"), "g"), _num(r.get("batch_size"), "g"),
+                 _num(r.get("weight_decay"), "g"), _num(r.get("epochs"), "g"),
+                 _num(r.get("eval_loss"), ".4f"), _num(r.get("exact_match"), ".2f"),
+                 _num(r.get("f1"), ".2f"), _num(r.get("wall_s"), ".0f"),
+                 _num(r.get("gpu_hours"), ".3f"), _num(r.get("cpu_hours"), ".3f")]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- best of each method
+
+# The workshop's order (simplest first); any other method name follows alphabetically.
+METHOD_ORDER = ("manual", "asha", "pbt", "bayesopt")
+# The columns of best_of_each.csv: the best trial's row (its first 11 columns), then
+# what the whole method cost, and the CSV the best trial came from.
+BEST_OF_EACH_COLUMNS = [
+    "method", "job_id", "trial_id", "status", "learning_rate", "batch_size",
+    "weight_decay", "epochs", "eval_loss", "exact_match", "f1",
+    "method_gpu_hours", "method_cpu_hours", "n_trials", "source"]
+_FROM_BEST = BEST_OF_EACH_COLUMNS[1:11]
+
+
+class CompareError(Exception):
+    """Inputs that cannot be compared (no CSVs, not a results CSV, mixed methods)."""
+
+
+def load_csvs(paths, notes: list | None = None) -> dict[str, list[tuple[Path, list[dict]]]]:
+    """{method: [(csv path, rows), ...]} from results CSVs (one job, so one method, each).
+
+    Raises CompareError on no paths, a missing file, a CSV that is not a results
+    CSV, or one with rows of several methods. A CSV without rows is skipped, with
+    a note appended to `notes` (if given).
+    """
+    if not paths:
+        raise CompareError("no CSV files given (run scripts/parse_logs.py on the job logs first)")
+    by_method: dict[str, list] = {}
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise CompareError(f"no such CSV file: {p} (did the glob match nothing?)")
+        try:
+            rows = read_csv(p)
+        except ValueError as e:
+            raise CompareError(str(e)) from None
+        methods = {r["method"] for r in rows}
+        if len(methods) > 1:
+            raise CompareError(f"{p}: rows of several methods {sorted(methods)}; one CSV per job expected")
+        if not rows:
+            if notes is not None:
+                notes.append(f"note: {p} has no trial rows; skipped")
+            continue
+        by_method.setdefault(methods.pop(), []).append((p, rows))
+    if not by_method:
+        raise CompareError("none of the CSVs has any trial rows")
+    return by_method
+
+
+def _method_order(method: str):
+    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+
+
+def best_of_each(by_method, use_all: bool = False) -> tuple[list[dict], list[str]]:
+    """One summary row per method (BEST_OF_EACH_COLUMNS) and notes on which files were used.
+
+    Several CSVs of one method (re-runs): the newest by modification time, unless
+    use_all (then the best over all of them, and the cost summed over all).
+    The best trial is `best_row`'s; the cost is the sum over all the trials used.
+    """
+    out, notes = [], []
+    for method in sorted(by_method, key=_method_order):
+        files = by_method[method]
+        if not use_all and len(files) > 1:
+            # newest by mtime; the path breaks an mtime tie so the choice is stable
+            files = [max(files, key=lambda f: (f[0].stat().st_mtime, str(f[0])))]
+            notes.append(f"{method}: using {files[0][0]} (newest of {len(by_method[method])}; "
+                         f"--all uses all)")
+        else:
+            notes.append(f"{method}: using " + ", ".join(str(f[0]) for f in files))
+        rows = [r for _, rs in files for r in rs]
+        sources = {id(r): str(p) for p, rs in files for r in rs}
+        best = best_row(rows)
+        summary = {c: None for c in BEST_OF_EACH_COLUMNS}
+        summary.update(method=method, n_trials=len(rows),
+                       method_gpu_hours=sum(r["gpu_hours"] for r in rows if r["gpu_hours"] is not None),
+                       method_cpu_hours=sum(r["cpu_hours"] for r in rows if r["cpu_hours"] is not None))
+        if best is None:
+            notes.append(f"{method}: no trial with a finite eval_loss")
+            summary["source"] = ", ".join(str(f[0]) for f in files)
+        else:
+            summary.update({c: best[c] for c in _FROM_BEST})
+            summary["source"] = sources[id(best)]
+        out.append(summary)
+    return out, notes
+
+
+def best_of_each_table(rows) -> str:
+    """The markdown table of `best_of_each`'s rows (the README's "Best of each method")."""
+    lines = ["| method | job | trial | lr | batch size | weight decay | epochs | eval loss | EM | F1 "
+             "| method GPU-h | method CPU-h |",
+             "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in rows:
+        cells = [r["method"], r["job_id"] or "-", r["trial_id"] or "-",
+                 _num(r["learning_rate"], "g"), _num(r["batch_size"], "g"), _num(r["weight_decay"], "g"),
+                 _num(r["epochs"], "g"), _num(r["eval_loss"], ".4f"), _num(r["exact_match"], ".2f"),
+                 _num(r["f1"], ".2f"), _num(r["method_gpu_hours"], ".3f"), _num(r["method_cpu_hours"], ".3f")]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def best_of_each_markdown(rows, notes) -> str:
+    """best_of_each.md: a heading, the table, and the notes as a list."""
+    return ("# Best trial of each method\n\n" + best_of_each_table(rows) + "\n\n"
+            + "".join(f"- {n}\n" for n in notes))
+
+
+def best_of_each_csv(rows) -> str:
+    """best_of_each.csv: BEST_OF_EACH_COLUMNS, one line per method."""
+    return csv_text(rows, BEST_OF_EACH_COLUMNS)

@@ -1,0 +1,175 @@
+"""What a Ray search leaves behind: one row per trial, the best trial, PBT's lineage.
+
+Run:  nothing to run; every Ray driver does
+
+    record = recorder.TrialRecorder(args)                  # keeps <job dir>/trials.jsonl current
+    tuner = tune.Tuner(..., run_config=recorder.run_config(args, record))
+    results = tuner.fit()
+    return recorder.finish(results, record)                # final statuses, the best trial
+
+* `TrialRecorder` (a Tune callback) rewrites trials.jsonl after every result, so a job killed
+  by scancel or its walltime still leaves every trial's row (running ones: incomplete); the
+  launcher turns it into logs/<method>/<job>-<id>.csv (scripts/parse_logs.py --records).
+* `run_config` puts Tune's results in <job dir>/<method> (a fixed name on the shared filesystem)
+  and turns SIGTERM (scancel, walltime) into Tune's graceful stop.
+* `write_pbt_lineage` turns the exploits the trials recorded into a table.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+from ray.tune import Callback
+
+from hpo.report import best_row, describe_best
+from hpo.schema import make_row, write_records
+
+# What the recorder keeps of each result (the CSV's metrics + what the PBT lineage needs).
+_KEEP = ("epoch", "eval_loss", "exact_match", "f1", "trial_wall_s", "tokens_per_s", "training_iteration")
+
+
+class TrialRecorder(Callback):
+    """One row per trial in the results schema, rewritten (atomically) after every result.
+
+    Rows are in creation order (the order trials start); status: completed (reached --epochs),
+    stopped_early (a scheduler stopped it before), error, incomplete (still running when the
+    job ended: `interrupted` is set by the SIGTERM handler of `run_config`).
+    """
+
+    def __init__(self, args, to_hparams=None):
+        self.args, self.decode = args, to_hparams or (lambda c: c)
+        self.path = Path(args.job_dir) / "trials.jsonl"
+        self.trials: dict[str, dict] = {}
+        self.interrupted = False
+
+    def _entry(self, trial) -> dict:
+        return self.trials.setdefault(trial.trial_id, {"config": dict(trial.config), "metrics": {},
+                                                       "status": "incomplete", "history": []})
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._entry(trial)
+        self.write()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        e = self._entry(trial)
+        e["config"] = dict(trial.config)          # PBT changes a member's config at an exploit
+        e["metrics"] = {k: result.get(k) for k in _KEEP}
+        e["history"].append({k: result.get(k) for k in ("epoch", "eval_loss", "loaded_weights_fingerprint")})
+        self.write()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        e = self._entry(trial)
+        if self.interrupted:
+            return                                # stays incomplete
+        done = (e["metrics"].get("epoch") or 0) >= self.args.epochs - 1e-6
+        e["status"] = "completed" if done else "stopped_early"
+        self.write()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        e = self._entry(trial)
+        if not (self.interrupted and e["status"] == "incomplete"):
+            e["status"] = "error"
+        self.write()
+
+    def rows(self) -> list[dict]:
+        out = []
+        for tid, e in self.trials.items():
+            m, hp = e["metrics"], self.decode(e["config"])
+            out.append(make_row(
+                method=self.args.method, job_id=os.environ.get("HPO_JOB_ID", "local"), trial_id=tid,
+                status=e["status"], learning_rate=hp.get("learning_rate"), batch_size=hp.get("batch_size"),
+                weight_decay=hp.get("weight_decay"), seed=self.args.seed, epochs=m.get("epoch"),
+                eval_loss=m.get("eval_loss"), exact_match=m.get("exact_match"), f1=m.get("f1"),
+                wall_s=m.get("trial_wall_s"), gpus=self.args.gpus_per_trial, cpus=self.args.cpus_per_trial,
+                tokens_per_s=m.get("tokens_per_s")))
+        return out
+
+    def write(self) -> None:
+        write_records(self.rows(), self.path)
+
+
+def run_config(args, record: TrialRecorder, **kw):
+    """Tune's results in <job dir>/<method> (a resumed job finds them there); `record` keeps
+    trials.jsonl current; SIGTERM stops the search gracefully."""
+    from ray import tune
+
+    def on_sigterm(signum, frame):
+        # scancel/walltime send SIGTERM; Tune stops *gracefully* on SIGINT (saves its state and
+        # fit() returns), so the driver still writes every trial's row before the job ends.
+        record.interrupted = True
+        print("[tune] SIGTERM: stopping the experiment gracefully (trials still running -> incomplete)",
+              flush=True)
+        os.kill(os.getpid(), signal.SIGINT)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    storage = Path(args.job_dir)
+    storage.mkdir(parents=True, exist_ok=True)
+    kw.setdefault("checkpoint_config", tune.CheckpointConfig(num_to_keep=kw.pop("num_to_keep", 2)))
+    return tune.RunConfig(name=args.method, storage_path=str(storage), verbose=1,
+                          callbacks=[record] + kw.pop("callbacks", []), **kw)
+
+
+def finish(results, record: TrialRecorder) -> int:
+    """After fit(): final statuses from the ResultGrid into trials.jsonl; print the stops and the best."""
+    for r in results:                             # the ResultGrid is authoritative for errors
+        tid = (r.metrics or {}).get("trial_id")
+        if r.error is not None and tid in record.trials and not record.interrupted:
+            record.trials[tid]["status"] = "error"
+    record.write()
+    rows = record.rows()
+    for r in rows:
+        if r["status"] == "stopped_early":
+            print(f"[tune] {r['trial_id']} stopped early at epoch {r['epochs']:g} (a rung), "
+                  f"eval_loss {r['eval_loss']:.4f}", flush=True)
+    print(f"[tune] {len(rows)} trials -> {record.path}", flush=True)
+    best = best_row(rows)
+    if best is None:
+        print("[tune] ERROR: no trial produced an eval_loss; see the trial errors above", flush=True)
+        return 1
+    print(f"[tune] {describe_best(best)}", flush=True)
+    return 0
+
+
+def write_pbt_lineage(args, record: TrialRecorder) -> Path:
+    """PBT's exploits as a table: epoch, trial, donor, lr/wd before -> after, eval_loss before/after.
+
+    Written to <job dir>/pbt_lineage.csv and beside the job's CSV (<log>.pbt_lineage.csv).
+    The events come from the trials themselves (exploits.jsonl): a trial that restores a
+    checkpoint written by another trial is an exploit, and it records whose weights it loaded.
+    """
+    job_dir = Path(args.job_dir)
+    events_file = job_dir / "exploits.jsonl"
+    events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()] \
+        if events_file.exists() else []
+    # every result each trial reported, as the driver received them
+    history = {tid: e["history"] for tid, e in record.trials.items()}
+
+    def at(tid, epoch, key):     # the LAST report at that epoch: the one after the exploit
+        return next((h.get(key) for h in reversed(history.get(tid, [])) if h.get("epoch") == epoch), None)
+
+    cols = ["epoch", "trial_id", "donor_id", "old_learning_rate", "new_learning_rate", "old_weight_decay",
+            "new_weight_decay", "eval_loss_before", "donor_eval_loss", "eval_loss_after",
+            "donor_weights_fingerprint", "loaded_weights_fingerprint"]
+    out = job_dir / "pbt_lineage.csv"
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for e in sorted(events, key=lambda e: (e["epoch"] or 0, e["time"])):
+            nxt = (e["epoch"] or 0) + 1       # the member's first evaluation after the exploit
+            w.writerow([e["epoch"], e["trial_id"], e["donor_id"], e["old_learning_rate"], e["new_learning_rate"],
+                        e["old_weight_decay"], e["new_weight_decay"], e["old_eval_loss"], e["donor_eval_loss"],
+                        at(e["trial_id"], nxt, "eval_loss"), e.get("donor_weights_fingerprint"),
+                        at(e["trial_id"], nxt, "loaded_weights_fingerprint")])
+    if os.environ.get("HPO_CSV"):
+        beside = Path(os.environ["HPO_CSV"]).with_suffix(".pbt_lineage.csv")
+        shutil.copyfile(out, beside)
+        out = beside
+    print(f"[tune] PBT lineage: {len(events)} exploit(s) -> {out}", flush=True)
+    for e in events:
+        print(f"[tune]   epoch {e['epoch']:g}: {e['trial_id']} <- {e['donor_id']} "
+              f"learning_rate {e['old_learning_rate'] or float('nan'):.3g} -> {e['new_learning_rate']:.3g}, "
+              f"weight_decay {e['old_weight_decay']} -> {e['new_weight_decay']}", flush=True)
+    return out

@@ -1,0 +1,112 @@
+"""The shared trial (hpo/trial.py) as a Ray Tune function trainable.
+
+Run:  nothing to run; every Ray driver passes `trainable.make(args)` to `tune.Tuner(...)`.
+
+What a trial does, whatever the method:
+  * builds its TrialConfig from the driver's options and the hyperparameters Tune chose
+    (hpo.config.trial_config_from: the same names as scripts/train.py);
+  * after every evaluation (one per epoch) calls `ray.tune.report(metrics, checkpoint=...)`,
+    with eval_loss, exact_match and f1 in every report — so a trial that ASHA stops early
+    still has its EM/F1 — and a checkpoint (weights + trial_state.json);
+  * starts from `tune.get_checkpoint()` when Tune gives one: a paused PBT member resuming, or
+    a PBT exploit (another trial's checkpoint: recorded in exploits.jsonl for the lineage table);
+  * 1 GPU (or CPU) per trial: runs in the Tune trial's own process; more GPUs per trial:
+    on Ray Train workers (hpo/search/distributed.py), one per GPU.
+Current Ray 2.60 APIs only: `ray.tune.report/get_checkpoint/get_context` inside trials.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from hpo.config import trial_config_from
+
+
+def make(args, to_hparams=None):
+    """The trial function with its resources attached.
+
+    to_hparams(config) -> {"learning_rate", "batch_size", "weight_decay"} maps a search
+    algorithm's own parameters (BayesOpt's log10_learning_rate, ...) to the trial's; default: as is.
+    """
+    decode = to_hparams or (lambda c: c)
+    from ray import tune
+
+    state_dir = args.job_dir / "trial_state"
+
+    def hpo_trial(search_config: dict):
+        config = decode(search_config)
+        ctx = tune.get_context()
+        trial_id = ctx.get_trial_id()
+        t_start = time.time()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        # What this trial last reported (PBT: a member's lr/wd before an exploit changes them);
+        # a file, because a paused and resumed trial is a new process.
+        own = state_dir / f"{trial_id}.json"
+        before = json.loads(own.read_text()) if own.exists() else {}
+        wall_before = before.get("wall_s", 0.0)       # a paused/resumed trial keeps counting its own time
+
+        def report(metrics: dict, save) -> None:
+            wall = wall_before + time.time() - t_start
+            own.write_text(json.dumps({"wall_s": wall, "learning_rate": config["learning_rate"],
+                                       "weight_decay": config["weight_decay"], "epoch": metrics["epoch"],
+                                       "eval_loss": metrics["eval_loss"]}))
+            with tempfile.TemporaryDirectory(prefix="ckpt-") as d:
+                save(d)
+                tune.report({**metrics, "trial_wall_s": wall, "node": os.uname().nodename},
+                            checkpoint=tune.Checkpoint.from_directory(d))
+
+        out_dir = str(Path(ctx.get_trial_dir()) / "trial")
+        ckpt = tune.get_checkpoint()
+        # (returns nothing: a value returned by a Tune function becomes one more, final "result")
+        if ckpt is None:
+            _run(args, config, trial_id, out_dir, None, report)
+            return
+        with ckpt.as_directory() as d:
+            st = json.loads((Path(d) / "trial_state.json").read_text())
+            if st.get("trial_id") != trial_id:       # PBT exploit: another trial's weights
+                _record_exploit(args.job_dir, trial_id, st, before, config)
+            _run(args, config, trial_id, out_dir, d, report)
+
+    if args.gpus_per_trial > 1:
+        # A multi-GPU trial: all its GPUs on one node.
+        resources = tune.PlacementGroupFactory(
+            [{"CPU": args.cpus_per_trial, "GPU": args.gpus_per_trial}], strategy="STRICT_PACK")
+    else:
+        resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
+    return tune.with_resources(hpo_trial, resources)
+
+
+def _record_exploit(job_dir: Path, trial_id: str, donor_state: dict, before: dict, config: dict) -> None:
+    """One line in exploits.jsonl: who copied whom, at which epoch, lr/wd before and after."""
+    st = donor_state
+    event = {"time": time.time(), "trial_id": trial_id, "donor_id": st.get("trial_id"),
+             "epoch": st.get("epochs_done"), "donor_eval_loss": st.get("eval_loss"),
+             "old_learning_rate": before.get("learning_rate"), "old_weight_decay": before.get("weight_decay"),
+             "old_eval_loss": before.get("eval_loss"),
+             "donor_learning_rate": st["hparams"]["learning_rate"],
+             "donor_weight_decay": st["hparams"]["weight_decay"],
+             "new_learning_rate": config["learning_rate"], "new_weight_decay": config["weight_decay"],
+             "donor_weights_fingerprint": st.get("weights_fingerprint")}
+    with open(job_dir / "exploits.jsonl", "a") as f:
+        f.write(json.dumps(event) + "\n")
+    print(f"[tune] exploit: trial {trial_id} continues from {st.get('trial_id')}'s weights at epoch "
+          f"{st.get('epochs_done'):g}, learning_rate {before.get('learning_rate', float('nan')):.3g} -> "
+          f"{config['learning_rate']:.3g}", flush=True)
+
+
+def _run(args, config, trial_id, out_dir, resume_from, report):
+    cfg = trial_config_from(
+        args, learning_rate=float(config["learning_rate"]), batch_size=int(config["batch_size"]),
+        weight_decay=float(config["weight_decay"]), output_dir=out_dir, trial_id=trial_id,
+        num_threads=max(1, int(args.cpus_per_trial)), resume_from=resume_from)
+    workers = int(args.gpus_per_trial) if args.gpus_per_trial > 1 else 0
+    if workers or os.environ.get("HPO_TRIAL_LAUNCHER") == "raytrain":
+        from hpo.search.distributed import run_on_ray_train
+        return run_on_ray_train(cfg, num_workers=max(workers, 1), use_gpu=workers > 0,
+                                cpus_per_worker=max(1.0, args.cpus_per_trial / max(workers, 1)),
+                                report=report, storage_path=str(args.job_dir / "train"))
+    from hpo.trial import run_trial
+    return run_trial(cfg, report)
