@@ -12,7 +12,7 @@ Loading (`load_squad`): `--dataset` may be
   * a directory written by `DatasetDict.save_to_disk` (with train and validation splits).
 SQuAD v2 unanswerable questions are skipped (and counted) unless keep_unanswerable.
 
-Encoding (`encode_example`), the part the twin got wrong:
+Encoding (`encode_example`), the part most often got wrong in QA fine-tuning code:
     input  = prompt + " " + answer + EOS          prompt = "Question: <q> Context: <c> Answer:"
     labels = -100 on every prompt token and on padding; the answer tokens and EOS keep their ids
 so the loss is the model's loss on the answer alone, given the question and context.
@@ -102,7 +102,7 @@ def _rows_from_hf(ds) -> list[dict]:
     return out
 
 
-def _load_raw(dataset: str, seed: int, eval_fraction_hint: int) -> tuple[list[dict], list[dict], str]:
+def _load_raw(dataset: str, seed: int, eval_count: int) -> tuple[list[dict], list[dict], str]:
     """(train rows, validation rows, description of the source)."""
     path = Path(dataset).expanduser()
     if path.is_file():
@@ -111,7 +111,7 @@ def _load_raw(dataset: str, seed: int, eval_fraction_hint: int) -> tuple[list[di
         rng = random.Random(seed)
         order = list(range(len(rows)))
         rng.shuffle(order)
-        n_val = min(max(eval_fraction_hint, 1), len(rows) // 2)
+        n_val = min(max(eval_count, 1), len(rows) // 2)
         val = [rows[i] for i in order[:n_val]]
         train = [rows[i] for i in order[n_val:]]
         return train, val, f"{path} (one file, split {len(train)}/{len(val)})"

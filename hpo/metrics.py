@@ -7,7 +7,7 @@ no punctuation, no articles a/an/the, collapsed whitespace; max over all referen
 answers; 0-100). It runs offline — `evaluate.load("squad")` needs the hub.
 
 Generation pads on the LEFT: a decoder-only model continues the last position of
-each row, so right padding would make it continue after pad tokens (the twin's bug).
+each row, so right padding would make it continue after pad tokens (a common bug in decoder-only QA code).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """DeepSpeed (ZeRO-2, one CPU rank under torchrun): the command line's lr and wd reach the optimizer.
 
-The twin's DeepSpeed JSON silently dropped weight decay. Here two runs that differ only in
+A DeepSpeed JSON with an optimizer block but no "weight_decay": "auto" silently drops weight decay. Here two runs that differ only in
 --weight-decay must end with different weights, and the optimizer's param groups must hold the
 given lr and wd. First run JIT-compiles DeepSpeed's CPU kernels (~30-90 s, cached in
 TORCH_EXTENSIONS_DIR = .cache/torch_extensions).
