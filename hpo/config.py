@@ -100,8 +100,12 @@ class TrialConfig:
     batch_size: int | None = _opt(None, "per device (GPU or CPU process)")
     weight_decay: float = _opt(0.0, "AdamW weight decay (not on biases and LayerNorm weights)")
     seed: int = _opt(0, "seed of the training run: data order, dropout, any newly initialised weights")
+    data_seed: int = _opt(0, "seed that picks the train/validation questions (and splits a single file): "
+                             "keep it fixed so every trial of every method sees the same questions")
     max_length: int | None = _opt(None, "prompt + answer + EOS, in tokens (workshop: 512)")
     max_new_tokens: int | None = _opt(None, "generation budget for EM/F1, in tokens")
+    eval_batch_size: int = _opt(8, "questions per forward pass when computing the eval loss (any value "
+                                   "gives the same loss: it is the mean over all answer tokens)")
     deepspeed: str | None = _opt(None, "DeepSpeed JSON config, e.g. deepspeed_configs/zero2.json", metavar="CONFIG")
     precision: str = _opt("auto", "auto (bf16 / fp16 on V100 / fp32 on CPU) | bf16 | fp16 | fp32",
                           choices=("auto", "bf16", "fp16", "fp32"))
@@ -153,6 +157,8 @@ class TrialConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 bad(f.name, f"must be one of {', '.join(choices)}, not '{getattr(self, f.name)}'")
+        if self.eval_batch_size < 1:
+            bad("eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         if self.grad_accum < 1:
             bad("grad_accum", f"must be >= 1, got {self.grad_accum}")
         if not 0 <= self.warmup_ratio < 1:
@@ -245,5 +251,4 @@ def trial_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         description="Fine-tune a causal LM on SQuAD as generative QA (one HPO trial). "
                     "Options left out come from --profile.")
     add_trial_options(ap)
-    ap.add_argument("--report-dir", help=argparse.SUPPRESS)
     return ap

@@ -22,6 +22,7 @@ whose question + answer cannot fit at all is dropped, and the caller logs how ma
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -42,7 +43,9 @@ def prompt_parts(question: str) -> tuple[str, str]:
 
 
 def answer_text(answer: str) -> str:
-    return " " + answer.strip()          # one space after "Answer:", as in the prompt template
+    """One space after "Answer:", as in the prompt template; an unanswerable question (SQuAD v2,
+    kept with --keep-unanswerable) has the empty answer: the model must stop at once (EOS)."""
+    return " " + answer.strip() if answer.strip() else ""
 
 
 # --------------------------------------------------------------------------- loading
@@ -102,19 +105,36 @@ def _rows_from_hf(ds) -> list[dict]:
     return out
 
 
-def _load_raw(dataset: str, seed: int, eval_count: int) -> tuple[list[dict], list[dict], str]:
+def split_by_article(rows: list[dict], data_seed: int, eval_count: int) -> tuple[list[dict], list[dict]]:
+    """One SQuAD file -> (train, validation) with whole *articles* held out for validation, so no
+    context is seen in training and then scored: seeded article order, validation articles taken
+    until they hold >= eval_count questions (at most half of all questions)."""
+    articles: dict[str, list[dict]] = {}
+    for r in rows:                      # title = article; files without titles: one article per context
+        articles.setdefault(r["title"] or r["context"], []).append(r)
+    names = sorted(articles)
+    random.Random(data_seed).shuffle(names)
+    want = min(max(eval_count, 1), len(rows) // 2)
+    val_names = []
+    for name in names[:-1]:             # at least one article stays for training
+        if sum(len(articles[n]) for n in val_names) >= want:
+            break
+        val_names.append(name)
+    held = set(val_names)
+    val = [r for n in val_names for r in articles[n]]
+    train = [r for n in names if n not in held for r in articles[n]]
+    return train, val
+
+
+def _load_raw(dataset: str, data_seed: int, eval_count: int) -> tuple[list[dict], list[dict], str]:
     """(train rows, validation rows, description of the source)."""
     path = Path(dataset).expanduser()
     if path.is_file():
-        rows = _read_squad_file(path)
-        # One file: hold out a seeded set of *articles'* questions for validation.
-        rng = random.Random(seed)
-        order = list(range(len(rows)))
-        rng.shuffle(order)
-        n_val = min(max(eval_count, 1), len(rows) // 2)
-        val = [rows[i] for i in order[:n_val]]
-        train = [rows[i] for i in order[n_val:]]
-        return train, val, f"{path} (one file, split {len(train)}/{len(val)})"
+        train, val = split_by_article(_read_squad_file(path), data_seed, eval_count)
+        if not train or not val:
+            raise DataError(f"{path}: one article only; a single file needs several articles to split "
+                            "into train and validation (or pass a directory with train.json + validation.json)")
+        return train, val, f"{path} (one file, split by article {len(train)}/{len(val)})"
     if path.is_dir():
         if (path / "dataset_dict.json").exists():
             from datasets import load_from_disk
@@ -158,11 +178,21 @@ class SquadSplits:
     source: str
     skipped_unanswerable: dict = field(default_factory=dict)   # split -> count
 
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the train and validation question ids (in order): two runs with the same
+        fingerprint trained and were scored on the same questions."""
+        text = "\n".join(r["id"] for r in self.train) + "\n|\n" + "\n".join(r["id"] for r in self.validation)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-def load_squad(dataset: str, train_samples: int | None, eval_samples: int | None, seed: int,
+
+def load_squad(dataset: str, train_samples: int | None, eval_samples: int | None, data_seed: int,
                keep_unanswerable: bool = False) -> SquadSplits:
-    """Seeded subsets of train and validation (None = all), unanswerable questions skipped."""
-    train, val, source = _load_raw(dataset, seed, eval_samples or 100)
+    """Seeded subsets of train and validation (None = all), unanswerable questions skipped.
+
+    data_seed (TrialConfig.data_seed) picks the subsets and, for a single file, the split. It is
+    NOT the training seed: every trial of every method, whatever its --seed, sees the same questions."""
+    train, val, source = _load_raw(dataset, data_seed, eval_samples or 100)
     skipped = {}
     out = {}
     for name, rows in (("train", train), ("validation", val)):
@@ -173,7 +203,7 @@ def load_squad(dataset: str, train_samples: int | None, eval_samples: int | None
         n = train_samples if name == "train" else eval_samples
         if n is not None and n < len(rows):
             # Seeded, so every trial of a search sees the same examples.
-            rows = random.Random(seed).sample(rows, n)
+            rows = random.Random(data_seed).sample(rows, n)
         out[name] = rows
     if not out["train"] or not out["validation"]:
         raise DataError(f"{source}: no answerable questions left in train or validation")
@@ -243,9 +273,11 @@ class EncodedSplit:
 def encode_split(tokenizer, rows: list[dict], max_length: int) -> EncodedSplit:
     out = EncodedSplit([], [], [], [], 0, 0, 0)
     for r in rows:
-        # Train on the first reference answer; score against all of them.
-        enc = encode_example(tokenizer, r["question"], r["context"], r["answers"]["text"][0],
-                             r["answers"]["answer_start"][0], max_length)
+        # Train on the first reference answer; score against all of them. An unanswerable
+        # question (kept with --keep-unanswerable) has none: its target is the empty answer.
+        texts, starts = r["answers"]["text"], r["answers"]["answer_start"]
+        enc = encode_example(tokenizer, r["question"], r["context"], texts[0] if texts else "",
+                             starts[0] if starts else -1, max_length)
         if enc is None:
             out.dropped += 1
             continue
@@ -253,7 +285,7 @@ def encode_split(tokenizer, rows: list[dict], max_length: int) -> EncodedSplit:
         out.features.append({"input_ids": enc.input_ids, "attention_mask": [1] * len(enc.input_ids),
                              "labels": enc.labels})
         out.prompts.append(enc.input_ids[:enc.prompt_len])
-        out.references.append(list(r["answers"]["text"]))
+        out.references.append(list(texts) or [""])
         out.ids.append(r["id"])
         out.tokens += len(enc.input_ids)
     return out
@@ -283,7 +315,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-length", type=int, default=512)
     a = ap.parse_args(argv)
     tok = AutoTokenizer.from_pretrained(a.model)
-    splits = load_squad(a.dataset, 5, 5, seed=0)
+    splits = load_squad(a.dataset, 5, 5, data_seed=0)
     enc = encode_split(tok, splits.train[:1], a.max_length)
     f = enc.features[0]
     print("text  :", tok.decode(f["input_ids"]))

@@ -40,10 +40,13 @@ from hpo.schema import LogWarning, make_row, to_number
 __all__ = ["LogError", "LogWarning", "ParsedLog", "parse_log"]
 
 # RUN START keys read into the row: the CSV column names themselves (hpo.logfmt.run_start_line).
-_START_COLUMNS = ("learning_rate", "batch_size", "weight_decay", "seed", "epochs", "gpus", "cpus")
-_HPARAMS = ("learning_rate", "batch_size", "weight_decay", "seed", "epochs")
+_START_COLUMNS = ("learning_rate", "batch_size", "weight_decay", "seed", "epochs_planned", "gpus", "cpus")
+_HPARAMS = ("learning_rate", "batch_size", "weight_decay", "seed", "epochs_planned")
+# What a trial's [result] line (its metrics.json) adds to the row.
+_RESULT_EXTRA = ("epochs", "train_runtime_s", "tokens_per_s", "global_batch_size", "setup_s", "train_s",
+                 "eval_s", "checkpoint_s")
 _METRICS = ("eval_loss", "exact_match", "f1")
-_RESULT_NUMERIC = _HPARAMS + _METRICS + ("train_runtime_s", "tokens_per_s")
+_RESULT_NUMERIC = _HPARAMS + _METRICS + _RESULT_EXTRA
 _EVAL_REQUIRED = ("trial", "epoch", "eval_loss", "exact_match", "f1")
 
 # Lines without a marker still move the clock: DeepSpeed/logging lines start with
@@ -365,7 +368,7 @@ class _Parser:
                 self.warn(lineno, f"a different [eval] line for trial {run.trial} epoch {kv['epoch']} "
                                   f"was already read; keeping the first")
             return                        # printed by several ranks: counts once
-        run.evals[key] = (line, metrics)
+        run.evals[key] = (line, {**metrics, "epochs": point["epoch"]})   # epochs reached so far
         self.history.setdefault(run.trial, []).append(point)
 
     def result_line(self, lineno, line):
@@ -392,8 +395,9 @@ class _Parser:
                 self.warn(lineno, f"a different [result] line for trial {run.trial} was already "
                                   f"read; keeping the first")
             return                        # printed by several ranks: counts once
-        # epochs is left out: the trial records the epochs it reached (e.g. 1.9737),
-        # RUN START the epochs it was given.
+        clean["data_fingerprint"] = record.get("data_fingerprint")
+        # epochs: the trial records the epochs it reached (e.g. 1.9737), RUN START the epochs
+        # it was given (epochs_planned).
         for col in ("learning_rate", "batch_size", "weight_decay", "seed"):
             a, b = run.params.get(col), clean.get(col)
             if a is not None and b is not None and not math.isclose(a, b, rel_tol=1e-6):
@@ -418,7 +422,7 @@ class _Parser:
         for col in _HPARAMS:              # [result] fills what RUN START did not say
             if fields.get(col) is None and metrics.get(col) is not None:
                 fields[col] = metrics[col]
-        for col in _METRICS + ("train_runtime_s", "tokens_per_s"):
+        for col in _METRICS + _RESULT_EXTRA + ("data_fingerprint",):
             fields[col] = metrics.get(col)
         if fields["method"] is None:
             fields["method"] = "unknown"

@@ -1,22 +1,28 @@
 """One fine-tuning trial: a causal LM on SQuAD as generative QA, with the HF Trainer (+ DeepSpeed).
 
-Run:  python scripts/train.py --profile tiny --lr 2e-3            # the CLI around `run_trial`
+Run:  python scripts/train.py --profile tiny --learning-rate 2e-3          # the CLI around `run_trial`
       torchrun --standalone --nproc_per_node=2 scripts/train.py --profile workshop \
                --deepspeed deepspeed_configs/zero2.json
-      from hpo.trial import TrialConfig, run_trial                # in-process (Ray Tune trials)
+      from hpo.trial import TrialConfig, run_trial                         # in-process (Ray Tune trials)
       run_trial(TrialConfig(profile="tiny", learning_rate=2e-3), report=my_hook)
 
 Every method of the workshop runs this, so it is written once and tested:
-  * data, prompt and labels: hpo.data (labels only on answer + EOS);
-  * after each evaluation (every epoch): eval_loss from the Trainer, then EM/F1 from
-    greedy generation with left padding (hpo.metrics), one `[eval]` line in the log
-    (rank 0), and `report(metrics, save)` — the hook Ray Tune trials use; `save(dir)`
-    writes a checkpoint (weights + trial_state.json) that `resume_from=` loads;
-  * precision: bf16 where the GPU supports it, fp16 on V100-class GPUs, fp32 on CPU;
+  * data, prompt and labels: hpo.data (labels only on answer + EOS); the questions are picked
+    by --data-seed, never by the training --seed, and fingerprinted (data_fingerprint);
+  * after each evaluation (every epoch): eval_loss = the mean over every answer token of the
+    eval set (the same whatever the batch size or number of devices), then EM/F1 from greedy
+    generation with left padding (hpo.metrics), one `[eval]` line in the log (rank 0), and
+    `report(metrics, save)` — the hook Ray Tune trials use; `save(dir)` writes a checkpoint of
+    the whole training state that `resume_from=` continues exactly;
+  * weights: float32 master weights whatever dtype the checkpoint is stored in; precision:
+    bf16 autocast on GPUs that compute it natively (compute capability >= 8), fp16 with loss
+    scaling on V100-class GPUs, fp32 on CPU (or DeepSpeed's own mixed precision);
   * DeepSpeed: the config's "auto" values are filled by the Trainer from these
     arguments, and the optimizer is HF's AdamW built from them (see
-    deepspeed_configs/README.md), so --lr/--weight-decay are what the optimizer uses —
+    deepspeed_configs/README.md), so --learning-rate/--weight-decay are what the optimizer uses —
     its param groups are printed at the start of training and kept in metrics.json;
+  * time: setup_s (process start, data, model load), train_s (optimizer steps only), eval_s,
+    checkpoint_s (save + report); tokens_per_s is over train_s;
   * output: <output_dir>/metrics.json and a `[result]` line with the same JSON (rank 0 only).
 """
 from __future__ import annotations
@@ -45,7 +51,13 @@ def resolve_model_and_data(cfg: TrialConfig) -> tuple[str, str]:
 
 
 def load_model_and_tokenizer(model_id: str, weights_from: str | None = None):
-    """Tokenizer from model_id; weights from weights_from (a checkpoint) or model_id."""
+    """Tokenizer from model_id; weights from weights_from (a checkpoint) or model_id.
+
+    The weights are loaded in float32 whatever dtype the checkpoint is stored in: the hub's
+    bigscience/bloom-560m is stored in fp16, and transformers 5 would otherwise keep that dtype
+    (dtype="auto"), so the optimizer would update 16-bit "master" weights (small updates round
+    away, fp16 overflows to NaN). Mixed precision comes only from autocast or DeepSpeed."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     if looks_like_path(model_id) and not Path(model_id).expanduser().is_dir():
         raise DataError(f"model directory not found: {model_id}\n  give a directory written by "
@@ -56,7 +68,7 @@ def load_model_and_tokenizer(model_id: str, weights_from: str | None = None):
                         "save_pretrained writes")
     try:
         tok = AutoTokenizer.from_pretrained(model_id)
-        model = AutoModelForCausalLM.from_pretrained(weights_from or model_id)
+        model = AutoModelForCausalLM.from_pretrained(weights_from or model_id, dtype=torch.float32)
     except (OSError, ValueError) as e:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         raise DataError(
@@ -72,6 +84,15 @@ def load_model_and_tokenizer(model_id: str, weights_from: str | None = None):
     return model, tok
 
 
+def stored_dtype(model_dir: str) -> str | None:
+    """The dtype a local checkpoint's config says its weights are stored in (None: not said / hub id)."""
+    cfg = Path(model_dir).expanduser() / "config.json"
+    if not cfg.is_file():
+        return None
+    conf = json.loads(cfg.read_text())
+    return conf.get("dtype") or conf.get("torch_dtype")
+
+
 def choose_precision(requested: str) -> str:
     import torch
     if requested != "auto":
@@ -80,8 +101,11 @@ def choose_precision(requested: str) -> str:
         return requested
     if not torch.cuda.is_available():
         return "fp32"
-    # V100 (compute capability 7.x) has no bf16: use fp16 with loss scaling there.
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    # bf16 only where the GPU computes it natively (compute capability >= 8: A100, H100, ...).
+    # torch.cuda.is_bf16_supported() is True on a V100 (7.0) too, through slow emulation:
+    # there fp16 with loss scaling is the right choice.
+    major, _ = torch.cuda.get_device_capability()
+    return "bf16" if major >= 8 else "fp16"
 
 
 def _free_port() -> int:
@@ -106,10 +130,52 @@ def device_description() -> tuple[str, int]:
 
 
 def weights_fingerprint(model) -> float:
-    """A cheap number that changes with any weight: lets tests prove *whose* weights a trial loaded."""
+    """A cheap number that changes with any weight: lets tests prove *whose* weights a trial loaded.
+
+    Under DeepSpeed ZeRO-3 each rank holds only a shard of every parameter (the local tensor is
+    empty): the parameters are gathered first. That is collective — every rank must call this."""
     import torch
+    params = list(model.parameters())
     with torch.no_grad():
-        return round(float(sum(p.detach().float().abs().sum() for p in model.parameters())), 4)
+        if any(hasattr(p, "ds_tensor") for p in params):
+            import deepspeed
+            with deepspeed.zero.GatheredParameters(params):
+                return round(float(sum(p.detach().float().abs().sum() for p in params)), 4)
+        return round(float(sum(p.detach().float().abs().sum() for p in params)), 4)
+
+
+def answer_token_loss(model, features: list[dict], collate, batch_size: int) -> tuple[float, int]:
+    """(sum of the cross-entropy over every answer token, number of answer tokens) of `features`.
+
+    The eval loss is their ratio: the mean over all answer tokens of the eval set. The Trainer's
+    own eval loss averages per-batch means instead, so it would move with the eval batch size
+    (and the tuned batch size, and the number of GPUs) — not a fair objective for a search."""
+    import torch
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        with torch.no_grad():
+            for i in range(0, len(features), batch_size):
+                batch = {k: v.to(device) for k, v in collate(features[i:i + batch_size]).items()}
+                n = int((batch["labels"][:, 1:] != -100).sum())    # the model predicts token t+1 from t
+                loss = model(**batch).loss                         # mean over this batch's answer tokens
+                total += float(loss) * n
+                count += n
+    finally:
+        model.train(was_training)
+    return total, count
+
+
+def _process_start_time() -> float:
+    """When this process started (Linux /proc), so setup time includes Python's imports."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time()
 
 
 def _log(msg: str, main: bool = True) -> None:
@@ -123,9 +189,20 @@ def _atomic_write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+TIMES = ("setup_s", "train_s", "eval_s", "checkpoint_s")
+
+
 # ----------------------------------------------------------------------------- the trial
-def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
-    """Train and evaluate once; returns the metrics.json record (on every rank)."""
+def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: float | None = None) -> dict:
+    """Train and evaluate once; returns the metrics.json record (on every rank).
+
+    started_at: when the trial began (time.time()), for setup_s; default: now.
+    Checkpoints (written by `save(dir)` in the report hook) hold the whole training state —
+    weights, optimizer moments, LR schedule position, RNG, Trainer state — so a trial resumed
+    from one (resume_from=dir) continues exactly where it stopped (a paused PBT member), or
+    continues another trial's training with its own learning rate and weight decay (a PBT exploit).
+    """
+    t_start = started_at if started_at is not None else time.time()
     cfg = cfg.resolved()
     import torch
     import transformers
@@ -147,19 +224,26 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
 
     # -- model, data -----------------------------------------------------------------------------
     model_id, dataset = resolve_model_and_data(cfg)
-    state = {"epochs_done": 0.0, "global_step": 0}
+    state = {"epochs_done": 0.0, "global_step": 0, **{k: 0.0 for k in TIMES}}
     if cfg.resume_from:
         state_file = Path(cfg.resume_from) / "trial_state.json"
         if not state_file.is_file():
             raise DataError(f"resume_from={cfg.resume_from}: no trial_state.json (not a trial checkpoint)")
-        state = json.loads(state_file.read_text())
-        _log(f"resuming from {cfg.resume_from}: {state['epochs_done']:g} epochs done "
-             f"(weights of trial {state.get('trial_id', '?')})", main)
+        state.update(json.loads(state_file.read_text()))
+        if not (Path(cfg.resume_from) / "trainer_state.json").is_file():
+            raise DataError(f"resume_from={cfg.resume_from}: no trainer_state.json (a weights-only checkpoint "
+                            "of an older version; it cannot continue the optimizer and schedule)")
+        _log(f"resuming from {cfg.resume_from}: {state['epochs_done']:g} epochs done, step "
+             f"{state['global_step']} (training state of trial {state.get('trial_id', '?')})", main)
+    if cfg.epochs - state["epochs_done"] <= 0:
+        raise ConfigError(f"--epochs {cfg.epochs:g}: the checkpoint already trained {state['epochs_done']:g} epochs")
     model, tok = load_model_and_tokenizer(model_id, weights_from=cfg.resume_from)
-    splits = load_squad(dataset, cfg.train_samples, cfg.eval_samples, cfg.seed, cfg.keep_unanswerable)
+    weights_dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    splits = load_squad(dataset, cfg.train_samples, cfg.eval_samples, cfg.data_seed, cfg.keep_unanswerable)
     train = encode_split(tok, splits.train, cfg.max_length)
     val = encode_split(tok, splits.validation, cfg.max_length)
-    _log(f"data {splits.source}: train {len(train.features)} examples, eval {len(val.features)}; "
+    _log(f"data {splits.source} (data_seed {cfg.data_seed}, fingerprint {splits.fingerprint}): "
+         f"train {len(train.features)} examples, eval {len(val.features)}; "
          f"dropped (answer cannot fit in {cfg.max_length} tokens): train {train.dropped}, eval {val.dropped}; "
          f"context truncated (answer kept): train {train.truncated}, eval {val.truncated}; "
          f"skipped unanswerable (SQuAD v2): train {splits.skipped_unanswerable.get('train', 0)}, "
@@ -168,19 +252,24 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
         raise DataError(f"no examples fit in --max-length {cfg.max_length}; raise it")
 
     precision = choose_precision(cfg.precision)
-    remaining = cfg.epochs - state["epochs_done"]
-    if remaining <= 0:
-        raise ConfigError(f"--epochs {cfg.epochs:g}: the checkpoint already trained {state['epochs_done']:g} epochs")
     hparams = {"learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size, "weight_decay": cfg.weight_decay}
+    n_dev = int(os.environ.get("WORLD_SIZE", "1"))
+    global_batch = cfg.batch_size * n_dev * cfg.grad_accum
+    if cfg.resume_from and state.get("global_batch_size") not in (None, global_batch):
+        # The checkpoint counts optimizer steps: with another global batch its step count means
+        # another number of epochs, and the schedule would be wrong.
+        raise ConfigError(f"resume_from={cfg.resume_from}: trained with global batch {state['global_batch_size']}, "
+                          f"this run has {global_batch} (batch_size {cfg.batch_size} x {n_dev} device(s) x "
+                          f"grad_accum {cfg.grad_accum}); resume with the same")
 
     args = TrainingArguments(
         output_dir=str(out_dir / "hf"),
         per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=max(cfg.batch_size, 8),
+        per_device_eval_batch_size=cfg.eval_batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
-        num_train_epochs=remaining,
+        num_train_epochs=cfg.epochs,       # the whole run: a resumed trial continues the same schedule
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,     # transformers 5: a float in [0, 1) is a ratio of the steps
         eval_strategy="epoch",            # one evaluation (and one Tune report) per epoch
@@ -189,7 +278,7 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
         report_to="none",
         disable_tqdm=True,
         seed=cfg.seed,
-        data_seed=cfg.seed,
+        data_seed=cfg.seed,               # the training order follows --seed; the questions do not
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
@@ -203,15 +292,39 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
         .get("zero_optimization", {}).get("stage") == 3
     history: list[dict] = []
     optimizer_groups: list[dict] = []
-    timing = {"eval_s": 0.0, "train_start": None}
+    # Where this trial's time goes; a resumed trial keeps counting from its checkpoint.
+    times = {k: float(state[k]) for k in TIMES}
+    clock = {"train_begin": None, "eval_s": 0.0, "checkpoint_s": 0.0}
     loaded_fingerprint = weights_fingerprint(model)
+    collate = PadCollator(tok.pad_token_id)
 
-    class LogOptimizer(TrainerCallback):
-        """Print what the optimizer really holds (lr and weight decay per parameter group)."""
-        def on_train_begin(self, args, state_, control, optimizer=None, **kw):
+    class SetHyperparameters(TrainerCallback):
+        """At the start of training (after a checkpoint's optimizer and schedule were loaded): the
+        optimizer gets THIS trial's learning rate and weight decay — a PBT exploit continues the
+        donor's training state with its own, perturbed values. Then print what the optimizer holds."""
+        def on_train_begin(self, args, state_, control, optimizer=None, lr_scheduler=None, **kw):
             opt = getattr(optimizer, "optimizer", optimizer)      # DeepSpeed wraps the torch optimizer
             groups = getattr(opt, "param_groups", None) or getattr(optimizer, "param_groups", [])
-            timing["train_start"] = time.perf_counter()
+            if cfg.resume_from:
+                decay = set(trainer.get_decay_parameter_names(trainer.model))
+                decay_ids = {id(p) for n, p in trainer.model.named_parameters() if n in decay}
+                sched = getattr(lr_scheduler, "lr_lambdas", None) and lr_scheduler
+                for i, g in enumerate(groups):
+                    # The Trainer builds [decayed, not decayed] groups; DeepSpeed keeps the order but
+                    # holds flat copies of the parameters, so fall back on the order there.
+                    is_decay = any(id(p) in decay_ids for p in g["params"]) or \
+                        (i == 0 and len(groups) == 2 and not any(id(p) in decay_ids for p in groups[1]["params"])
+                         and not any(id(p) in decay_ids for p in g["params"]) and bool(cfg.deepspeed))
+                    if is_decay:
+                        g["weight_decay"] = cfg.weight_decay
+                    g["initial_lr"] = cfg.learning_rate
+                    if sched is not None:        # LambdaLR: lr = base lr x schedule(step)
+                        sched.base_lrs[i] = cfg.learning_rate
+                        g["lr"] = cfg.learning_rate * sched.lr_lambdas[i](sched.last_epoch)
+                    else:
+                        g["lr"] = cfg.learning_rate
+            clock["train_begin"] = time.perf_counter()
+            times["setup_s"] += time.time() - t_start
             for g in groups:
                 optimizer_groups.append({"lr": float(g["lr"]), "weight_decay": float(g["weight_decay"]),
                                          "tensors": len(g["params"])})
@@ -219,64 +332,93 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
                 f"group {i}: lr={g['lr']:.6g} weight_decay={g['weight_decay']:g} tensors={g['tensors']}"
                 for i, g in enumerate(optimizer_groups)), main)
 
+    def train_seconds() -> float:
+        """Optimizer steps only: the time since training began minus evaluations and checkpoints."""
+        if clock["train_begin"] is None:
+            return 0.0
+        return time.perf_counter() - clock["train_begin"] - clock["eval_s"] - clock["checkpoint_s"]
+
+    def timing() -> dict:
+        return {"setup_s": round(times["setup_s"], 3), "train_s": round(times["train_s"] + train_seconds(), 3),
+                "eval_s": round(times["eval_s"] + clock["eval_s"], 3),
+                "checkpoint_s": round(times["checkpoint_s"] + clock["checkpoint_s"], 3)}
+
     def save_checkpoint(directory: str) -> None:
-        """Weights + trial_state.json; collective under ZeRO-3, so every rank must call it."""
+        """The whole training state: weights, optimizer + LR schedule, RNG, Trainer state, and
+        trial_state.json. Collective under DeepSpeed, so every rank must call it."""
         trainer.save_model(directory)
+        trainer._save_optimizer_and_scheduler(directory)      # DeepSpeed: its own checkpoint format
+        trainer._save_scaler(directory)
+        trainer._save_rng_state(directory)
+        fingerprint = weights_fingerprint(trainer.model)       # collective under ZeRO-3
         if trainer.is_world_process_zero():
+            trainer.state.save_to_json(str(Path(directory) / "trainer_state.json"))
             _atomic_write_json(Path(directory) / "trial_state.json", {
                 "epochs_done": history[-1]["epoch"] if history else state["epochs_done"],
-                "global_step": state["global_step"] + trainer.state.global_step,
+                "global_step": trainer.state.global_step, "global_batch_size": global_batch,
                 "trial_id": cfg.trial_id, "hparams": hparams,
                 "eval_loss": history[-1]["eval_loss"] if history else None,
-                "weights_fingerprint": weights_fingerprint(trainer.model)})
+                "weights_fingerprint": fingerprint, **timing()})
 
     class QATrainer(Trainer):
         def evaluate(self, *a, **kw):
             t0 = time.perf_counter()
-            metrics = super().evaluate(*a, **kw)                   # eval_loss over answer tokens
+            loss_sum, n_tokens = answer_token_loss(self.model, val.features, collate, cfg.eval_batch_size)
             preds = generate_answers(self.model, tok, val.prompts, batch_size=32,
                                      max_new_tokens=cfg.max_new_tokens, synced_gpus=is_zero3)
             scores = squad_scores(preds, val.references)
-            timing["eval_s"] += time.perf_counter() - t0
-            epoch = state["epochs_done"] + (self.state.epoch or 0.0)
-            trained_s = time.perf_counter() - (timing["train_start"] or t0) - timing["eval_s"]
-            rec = {"epoch": round(epoch, 4), "step": state["global_step"] + self.state.global_step,
-                   "eval_loss": float(metrics["eval_loss"]), **scores,
-                   # running throughput: training tokens so far / training time so far (evals excluded)
-                   "tokens_per_s": round(train.tokens * (self.state.epoch or 0.0) / max(trained_s, 1e-9), 1)}
+            clock["eval_s"] += time.perf_counter() - t0
+            epoch = float(self.state.epoch or 0.0)
+            trained_epochs = epoch - state["epochs_done"]
+            rec = {"epoch": round(epoch, 4), "step": self.state.global_step,
+                   "eval_loss": loss_sum / max(n_tokens, 1), "eval_tokens": n_tokens, **scores,
+                   # throughput of this process: training tokens / time in optimizer steps
+                   "tokens_per_s": round(train.tokens * trained_epochs / max(train_seconds(), 1e-9), 1),
+                   **timing()}
             if cfg.resume_from:      # whose weights this trial started from (PBT lineage check)
                 rec["loaded_weights_fingerprint"] = loaded_fingerprint
             history.append(rec)
-            metrics.update(eval_exact_match=scores["exact_match"], eval_f1=scores["f1"])
+            metrics = {"eval_loss": rec["eval_loss"], "eval_exact_match": scores["exact_match"],
+                       "eval_f1": scores["f1"], "epoch": epoch}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             if self.is_world_process_zero():
                 print(logfmt.eval_line(cfg.trial_id, epoch, rec["step"], rec, hparams), flush=True)
                 if len(history) == 1:
                     _log("sample answers: " + " | ".join(
                         f"{p!r} (ref {r[0]!r})" for p, r in zip(preds[:3], val.references[:3])))
             if report is not None:
-                report({**rec, **hparams, "trial_id": cfg.trial_id}, save_checkpoint)
+                t1 = time.perf_counter()
+                report({**rec, **hparams, "trial_id": cfg.trial_id, "global_batch_size": global_batch,
+                        "epochs_planned": cfg.epochs, "data_fingerprint": splits.fingerprint}, save_checkpoint)
+                clock["checkpoint_s"] += time.perf_counter() - t1
             return metrics
 
     trainer = QATrainer(model=model, args=args, train_dataset=train.features, eval_dataset=val.features,
-                        data_collator=PadCollator(tok.pad_token_id), callbacks=[LogOptimizer()])
-    device, n_dev = device_description()
+                        data_collator=collate, callbacks=[SetHyperparameters()])
+    device, _ = device_description()
+    stored = stored_dtype(model_id)
     _log(f"{cfg.trial_id}: model={model_id} learning_rate={cfg.learning_rate:g} "
-         f"batch_size={cfg.batch_size}x{n_dev} weight_decay={cfg.weight_decay:g} epochs={remaining:g} seed={cfg.seed} precision={precision} "
+         f"batch_size={cfg.batch_size}x{n_dev} (global {global_batch}) weight_decay={cfg.weight_decay:g} "
+         f"epochs={cfg.epochs:g} seed={cfg.seed} weights_dtype={weights_dtype}"
+         f"{f' (stored as {stored})' if stored else ''} precision={precision} "
          f"device={device}x{n_dev} deepspeed={cfg.deepspeed or 'off'}", main)
-    t0 = time.perf_counter()
-    out = trainer.train()
-    wall = time.perf_counter() - t0
-    train_runtime = float(out.metrics.get("train_runtime", wall))
-    # tokens/s over pure training time (the loop minus the evaluations), all devices together.
-    tokens_per_s = train.tokens * remaining / max(train_runtime - timing["eval_s"], 1e-9)
+    trainer.train(resume_from_checkpoint=cfg.resume_from)
+    trained_epochs = (history[-1]["epoch"] if history else cfg.epochs) - state["epochs_done"]
+    t = timing()
     last = history[-1] if history else {}
     record = {
         "trial_id": cfg.trial_id, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
-        "weight_decay": cfg.weight_decay, "seed": cfg.seed, "epochs": last.get("epoch", cfg.epochs),
+        "weight_decay": cfg.weight_decay, "seed": cfg.seed, "data_seed": cfg.data_seed,
+        "epochs": last.get("epoch", cfg.epochs), "epochs_planned": cfg.epochs,
         "eval_loss": last.get("eval_loss"), "exact_match": last.get("exact_match"), "f1": last.get("f1"),
-        "train_runtime_s": round(train_runtime, 3), "eval_runtime_s": round(timing["eval_s"], 3),
-        "tokens_per_s": round(tokens_per_s, 1), "device": device, "num_devices": n_dev,
-        "precision": precision, "deepspeed": cfg.deepspeed, "model": model_id, "dataset": splits.source,
+        "eval_tokens": last.get("eval_tokens"),
+        # train_runtime_s: this process's optimizer-step time (the Trainer's runtime minus evaluations)
+        "train_runtime_s": round(t["train_s"] - times["train_s"], 3), "eval_runtime_s": round(clock["eval_s"], 3),
+        "tokens_per_s": round(train.tokens * trained_epochs / max(t["train_s"] - times["train_s"], 1e-9), 1),
+        **t, "global_batch_size": global_batch, "data_fingerprint": splits.fingerprint,
+        "device": device, "num_devices": n_dev, "precision": precision, "weights_dtype": weights_dtype,
+        "stored_dtype": stored, "deepspeed": cfg.deepspeed, "model": model_id, "dataset": splits.source,
         "train_examples": len(train.features), "eval_examples": len(val.features),
         "dropped_too_long": {"train": train.dropped, "eval": val.dropped},
         "skipped_unanswerable": splits.skipped_unanswerable,
@@ -296,25 +438,11 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None) -> dict:
 
 
 # ----------------------------------------------------------------------------- CLI
-def file_reporter(report_dir: str) -> ReportFn:
-    """A report hook for a trial in a child process: checkpoint + one JSON line per evaluation."""
-    d = Path(report_dir)
-    d.mkdir(parents=True, exist_ok=True)
-
-    def report(metrics: dict, save) -> None:
-        ck = d / f"ckpt-{metrics['step']}"
-        save(str(ck))                                    # collective under ZeRO-3: every rank calls it
-        if int(os.environ.get("RANK", "0")) == 0:
-            with open(d / "reports.jsonl", "a") as f:   # the line appears only after the checkpoint is whole
-                f.write(json.dumps({**metrics, "checkpoint": str(ck)}) + "\n")
-    return report
-
-
 def main(argv=None) -> int:
     args = trial_parser().parse_args(argv)
     cfg = trial_config_from(args)
     try:
-        run_trial(cfg, file_reporter(args.report_dir) if args.report_dir else None)
+        run_trial(cfg, started_at=_process_start_time())
     except (ConfigError, DataError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2

@@ -63,18 +63,18 @@ def test_squad_v2_unanswerable_are_skipped_and_counted(tmp_path):
     d.mkdir()
     for name in ("train.json", "dev.json"):
         (d / name).write_text(json.dumps(_squad_doc(qas)))
-    splits = load_squad(str(d), None, None, seed=0)
+    splits = load_squad(str(d), None, None, data_seed=0)
     assert splits.skipped_unanswerable == {"train": 4, "validation": 4}
     assert all(r["id"].startswith("a") for r in splits.train)
-    kept = load_squad(str(d), None, None, seed=0, keep_unanswerable=True)
+    kept = load_squad(str(d), None, None, data_seed=0, keep_unanswerable=True)
     assert len(kept.train) == 10
 
 
 def test_single_json_file_is_split_and_subsets_are_seeded(tiny_data):
     f = f"{tiny_data}/train.json"
-    a = load_squad(f, 50, 20, seed=1)
-    b = load_squad(f, 50, 20, seed=1)
-    c = load_squad(f, 50, 20, seed=2)
+    a = load_squad(f, 50, 20, data_seed=1)
+    b = load_squad(f, 50, 20, data_seed=1)
+    c = load_squad(f, 50, 20, data_seed=2)
     assert [r["id"] for r in a.train] == [r["id"] for r in b.train]
     assert [r["id"] for r in a.train] != [r["id"] for r in c.train]
     assert len(a.train) == 50 and len(a.validation) == 20
@@ -83,11 +83,11 @@ def test_single_json_file_is_split_and_subsets_are_seeded(tiny_data):
 
 def test_save_to_disk_directory(tmp_path, tiny_data):
     from datasets import Dataset, DatasetDict
-    sp = load_squad(tiny_data, 30, 10, seed=0)
+    sp = load_squad(tiny_data, 30, 10, data_seed=0)
     cols = lambda rows: {k: [r[k] for r in rows] for k in ("id", "title", "context", "question", "answers")}
     DatasetDict(train=Dataset.from_dict(cols(sp.train)), validation=Dataset.from_dict(cols(sp.validation))) \
         .save_to_disk(str(tmp_path / "dd"))
-    again = load_squad(str(tmp_path / "dd"), None, None, seed=0)
+    again = load_squad(str(tmp_path / "dd"), None, None, data_seed=0)
     assert [r["id"] for r in again.train] == [r["id"] for r in sp.train]
     assert again.validation[0]["answers"] == sp.validation[0]["answers"]
 
@@ -101,15 +101,15 @@ def test_malformed_squad_json_is_a_clear_error(tmp_path, content, needle):
     f = tmp_path / "bad.json"
     f.write_text(content)
     with pytest.raises(DataError, match=needle):
-        load_squad(str(f), None, None, seed=0)
+        load_squad(str(f), None, None, data_seed=0)
 
 
 def test_missing_dataset_path_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="dataset path not found"):
-        load_squad(str(tmp_path / "nope"), None, None, seed=0)
+        load_squad(str(tmp_path / "nope"), None, None, data_seed=0)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="neither a save_to_disk"):
-        load_squad(str(tmp_path / "empty"), None, None, seed=0)
+        load_squad(str(tmp_path / "empty"), None, None, data_seed=0)
 
 
 def test_tiny_set_is_deterministic_spans_with_several_references(tmp_path):
@@ -129,3 +129,39 @@ def test_tiny_set_is_deterministic_spans_with_several_references(tmp_path):
 def test_tiny_train_and_validation_countries_are_disjoint(tiny_data):
     titles = lambda s: {a["title"] for a in json.loads(open(f"{tiny_data}/{s}.json").read())["data"]}
     assert not titles("train") & titles("validation")
+
+
+def test_single_file_is_split_by_article_no_shared_context(tiny_data):
+    sp = load_squad(f"{tiny_data}/train.json", None, 40, data_seed=0)
+    assert len(sp.validation) >= 40
+    titles_train, titles_val = {r["title"] for r in sp.train}, {r["title"] for r in sp.validation}
+    contexts_train, contexts_val = {r["context"] for r in sp.train}, {r["context"] for r in sp.validation}
+    assert titles_val and not titles_train & titles_val          # whole articles held out
+    assert not contexts_train & contexts_val                     # no context trained on and then scored
+
+
+def test_data_fingerprint_follows_the_data_seed_only(tiny_data):
+    a = load_squad(tiny_data, 50, 20, data_seed=0)
+    b = load_squad(tiny_data, 50, 20, data_seed=0)
+    c = load_squad(tiny_data, 50, 20, data_seed=1)
+    assert a.fingerprint == b.fingerprint and len(a.fingerprint) == 12
+    assert a.fingerprint != c.fingerprint
+    # the fingerprint is of the questions used: one question fewer changes it
+    assert load_squad(tiny_data, 49, 20, data_seed=0).fingerprint != a.fingerprint
+
+
+def test_kept_unanswerable_questions_train_on_the_empty_answer(tmp_path, tiny_tokenizer):
+    qas = [{"id": "a0", "question": "Which language?", "answers": [{"text": "Kesh", "answer_start": 12}]},
+           {"id": "u0", "question": "Which river?", "answers": [], "is_impossible": True}]
+    d = tmp_path / "squad2"
+    d.mkdir()
+    for name in ("train.json", "dev.json"):
+        (d / name).write_text(json.dumps(_squad_doc(qas)))
+    kept = load_squad(str(d), None, None, data_seed=0, keep_unanswerable=True)
+    enc = encode_split(tiny_tokenizer, kept.validation, 64)          # used to raise IndexError
+    by_id = dict(zip(enc.ids, zip(enc.features, enc.references)))
+    feat, refs = by_id["u0"]
+    assert refs == [""]
+    assert [t for t in feat["labels"] if t != IGNORE_INDEX] == [tiny_tokenizer.eos_token_id]
+    feat, refs = by_id["a0"]
+    assert refs == ["Kesh"] and len([t for t in feat["labels"] if t != IGNORE_INDEX]) >= 2

@@ -3,8 +3,9 @@
 On the CPU with the tiny profile (gloo between CPU workers): a Tune function trial calls
 run_on_ray_train, and Tune must see what it sees in-process -- one report per epoch, each with
 a real Tune checkpoint (weights + trial_state.json) -- and a trial started from such a
-checkpoint must continue from it (here on 2 workers). A Tune stop must take the workers with
-it; a worker's error must reach the caller; DeepSpeed ZeRO-2 must run in a Ray Train worker.
+checkpoint must continue from it. A Tune stop must take the workers (here 2, which both
+train) and their reserved resources with it; a worker's error must reach the caller; DeepSpeed
+ZeRO-2 must run in Ray Train workers.
 
 One local Ray instance (4 logical CPUs on a 2-core machine) is shared by the module; a Train
 run costs ~20-40 s here, mostly worker start-up (importing torch/transformers per process).
@@ -148,36 +149,76 @@ def test_tune_trial_on_one_worker_reports_each_epoch_with_a_checkpoint(first_run
     print(f"first run (1 worker, 2 epochs, Tune): {wall:.1f}s")
 
 
-def test_resumed_trial_on_two_workers_continues_from_the_checkpoint(ray_local, first_run, tmp_path):
+def test_resumed_trial_continues_from_the_checkpoint(ray_local, first_run, tmp_path):
     res, _, _ = first_run
-    last = res.checkpoint.path                    # epoch 2 of the first trial
+    last = res.checkpoint.path                    # epoch 2 of the first trial, in Tune's storage
     state = json.loads(Path(last, "trial_state.json").read_text())
     assert state["epochs_done"] == 2.0
     (tmp_path / "records").mkdir()
-    res2 = tune_fit(trainable(str(tmp_path / "train"), epochs=3, num_workers=2, resume_from=last,
+    res2 = tune_fit(trainable(str(tmp_path / "train"), epochs=3, num_workers=1, resume_from=last,
                               records=str(tmp_path / "records")), tmp_path, "resumed")
     df = res2.metrics_dataframe
     assert list(df["epoch"]) == [3.0]                       # one more epoch: 2 -> 3
     assert finite(df["eval_loss"].iloc[0]) and finite(df["f1"].iloc[0])
-    # it trained from the first trial's weights (the fingerprint its checkpoint recorded) ...
+    # it started from the first trial's weights (the fingerprint its checkpoint recorded) ...
     assert df["loaded_weights_fingerprint"].iloc[0] == pytest.approx(state["weights_fingerprint"])
-    # ... on 2 ranks: the 160 examples split in two, 160 / (16 x 2) = 5 steps for that epoch
-    assert df["step"].iloc[0] == state["global_step"] + 5
+    # ... and trained one more epoch of 160 / 16 = 10 steps on top of its steps
+    assert df["step"].iloc[0] == state["global_step"] + 10
     (rec_file,) = (tmp_path / "records").glob("*.json")
     rec = json.loads(rec_file.read_text())
-    assert rec["num_devices"] == 2 and rec["resumed_from_trial"] == state["trial_id"]
+    assert rec["resumed_from_trial"] == state["trial_id"] and rec["epochs"] == 3.0
     (ck, m), = res2.best_checkpoints
     assert json.loads(Path(ck.path, "trial_state.json").read_text())["epochs_done"] == 3.0
     assert list((tmp_path / "train").iterdir()) == []       # the staged resume_from copy is gone too
 
 
-def test_a_stopped_tune_trial_takes_its_train_workers_with_it(ray_local, tmp_path):
+def test_a_stopped_two_worker_trial_takes_its_train_workers_with_it(ray_local, tmp_path):
     # Tune stops the trial after its first report (as ASHA would at a rung); 3 epochs were asked for
-    res = tune_fit(trainable(str(tmp_path / "train"), epochs=3, num_workers=1), tmp_path, "stopped",
+    res = tune_fit(trainable(str(tmp_path / "train"), epochs=3, num_workers=2), tmp_path, "stopped",
                    stop={"training_iteration": 1})
-    assert list(res.metrics_dataframe["epoch"]) == [1.0]
+    df = res.metrics_dataframe
+    assert list(df["epoch"]) == [1.0] and finite(df["eval_loss"].iloc[0])
+    # both ranks trained: the 160 examples were split in two, 160 / (16 x 2) = 5 steps per epoch
+    assert df["step"].iloc[0] == 5
+    (ck, m), = res.best_checkpoints
+    assert {"trial_state.json", "model.safetensors"} <= set(os.listdir(ck.path))
     assert wait_until(lambda: not train_processes(), 60), f"still alive: {train_processes()}"
     # their placement group is gone too: every logical CPU is free again
+    assert wait_until(lambda: ray_local.available_resources().get("CPU") == RAY_CPUS, 30), \
+        ray_local.available_resources()
+
+
+def test_a_caller_killed_outright_leaves_no_workers_and_no_reserved_resources(ray_local, tmp_path):
+    """The trial's process dies with no chance to clean up (Tune ends stopped trials' actors, a node
+    dies): the run's owner notices the caller is gone and aborts the run by itself."""
+    import threading
+
+    from hpo.trial import TrialConfig
+    cfg = TrialConfig(**SMALL, epochs=3, output_dir=str(tmp_path / "out"), trial_id="killed")
+    storage = str(tmp_path / "train")
+
+    @ray_local.remote(num_cpus=1, max_concurrency=2)
+    class Caller:                      # stands in for a Tune trial
+        def __init__(self):
+            self.reported = threading.Event()
+
+        def run(self):
+            from hpo.search.distributed import run_on_ray_train
+
+            def report(metrics, save):
+                self.reported.set()
+                time.sleep(3600)       # still busy when it is killed
+            run_on_ray_train(cfg, num_workers=1, use_gpu=False, report=report, storage_path=storage)
+
+        def has_reported(self):
+            return self.reported.is_set()
+
+    caller = Caller.remote()
+    caller.run.remote()
+    assert wait_until(lambda: ray_local.get(caller.has_reported.remote()), 120)
+    assert train_processes()
+    ray_local.kill(caller)
+    assert wait_until(lambda: not train_processes(), 60), f"still alive: {train_processes()}"
     assert wait_until(lambda: ray_local.available_resources().get("CPU") == RAY_CPUS, 30), \
         ray_local.available_resources()
 
@@ -190,11 +231,12 @@ def test_a_worker_error_is_raised_in_the_caller_with_its_message(ray_local, tmp_
     with pytest.raises(DistributedTrialError, match="rank 0: DataError: model directory not found"):
         run_on_ray_train(cfg, num_workers=1, use_gpu=False, report=None, storage_path=str(tmp_path / "train"))
     assert list((tmp_path / "train").iterdir()) == []
+    assert wait_until(lambda: ray_local.available_resources().get("CPU") == RAY_CPUS, 30)
 
 
 @pytest.mark.deepspeed
 def test_deepspeed_zero2_runs_in_a_ray_train_worker(ray_local, root, tmp_path):
-    """ZeRO-2 on one CPU worker (first run JIT-builds DeepSpeed's shm comm op, cached in .cache/)."""
+    """ZeRO-2 on two CPU workers (gloo); the first run JIT-builds DeepSpeed's shm comm op (cached in .cache/)."""
     from hpo.search.distributed import run_on_ray_train
     from hpo.trial import TrialConfig
     cfg = TrialConfig(**{**SMALL, "learning_rate": 3e-3}, epochs=1, weight_decay=0.5,
@@ -207,8 +249,9 @@ def test_deepspeed_zero2_runs_in_a_ray_train_worker(ray_local, root, tmp_path):
         save(str(d))
         seen.append((metrics, sorted(os.listdir(d))))
 
-    rec = run_on_ray_train(cfg, num_workers=1, use_gpu=False, report=report, storage_path=str(tmp_path / "train"))
+    rec = run_on_ray_train(cfg, num_workers=2, use_gpu=False, report=report, storage_path=str(tmp_path / "train"))
     assert rec["deepspeed"].endswith("zero2.json") and finite(rec["eval_loss"])
+    assert rec["num_devices"] == 2 and [h["step"] for h in rec["history"]] == [5]     # 160 / (16 x 2)
     assert sorted(g["weight_decay"] for g in rec["optimizer_param_groups"]) == [0.0, 0.5]
     assert {g["lr"] for g in rec["optimizer_param_groups"]} == {3e-3}
     ((m, files),) = seen

@@ -50,7 +50,7 @@ def _job_lines(job_id="77", gpus=2, cpus=8):
 
 def _run_start(k=1, n=1, trial="t1", when="10:00:10", gpus=2, cpus=8):
     return (f"===== RUN {k}/{n} START trial={trial} learning_rate=1e-05 batch_size=8 weight_decay=0.01 "
-            f"seed=1 epochs=2 gpus={gpus} cpus={cpus} : 2025-01-01 {when} UTC =====")
+            f"seed=1 epochs_planned=2 gpus={gpus} cpus={cpus} : 2025-01-01 {when} UTC =====")
 
 
 # --------------------------------------------------------------------------- fixtures -> CSV
@@ -179,7 +179,7 @@ def test_run_killed_at_finish_and_run_without_any_later_time(tmp_path):
     hard = _write_log(tmp_path, _job_lines() + [_run_start(), "loading checkpoint shards ..."], "hard.out")
     (row,) = parse_log(hard).rows
     assert row["status"] == "incomplete" and row["wall_s"] is None and row["gpu_hours"] is None
-    assert csv_text([row]).splitlines()[1].endswith(",,2,,8,,")
+    assert csv_text([row]).splitlines()[1].endswith(",,2,,8,,,,2,,,,,")  # epochs_planned=2 from RUN START
 
 
 def test_error_row_with_nonzero_rc_and_no_eval(tmp_path):
@@ -217,11 +217,11 @@ def test_logfmt_lines_round_trip(tmp_path):
 
 def test_run_start_and_end_lines_round_trip(tmp_path):
     """What a Python driver writes with run_start_line / run_end_line is read back as the row."""
-    fields = {"learning_rate": 3e-05, "batch_size": 16, "weight_decay": 0.0, "seed": 42, "epochs": 2,
+    fields = {"learning_rate": 3e-05, "batch_size": 16, "weight_decay": 0.0, "seed": 42, "epochs_planned": 2,
               "gpus": 4, "cpus": 32}
     start = logfmt.run_start_line(2, 3, "grid02_lr3e-05_bs16", fields, "2025-01-01 10:00:10 UTC")
     assert start == ("===== RUN 2/3 START trial=grid02_lr3e-05_bs16 learning_rate=3e-05 batch_size=16 "
-                     "weight_decay=0 seed=42 epochs=2 gpus=4 cpus=32 : 2025-01-01 10:00:10 UTC =====")
+                     "weight_decay=0 seed=42 epochs_planned=2 gpus=4 cpus=32 : 2025-01-01 10:00:10 UTC =====")
     end = logfmt.run_end_line(2, 3, "grid02_lr3e-05_bs16", 0, 1259.96, "2025-01-01 10:21:10 UTC")
     assert end == "===== RUN 2/3 END trial=grid02_lr3e-05_bs16 rc=0 wall_s=1260.0 : 2025-01-01 10:21:10 UTC ====="
     hp = {k: fields[k] for k in ("learning_rate", "batch_size", "weight_decay")}
@@ -242,7 +242,7 @@ def test_run_start_and_end_lines_round_trip(tmp_path):
     assert parsed.rows[0]["learning_rate"] == 1e-05 and parsed.rows[0]["wall_s"] == 600
     assert parsed.rows[1:] == [
         make_row(method="manual", job_id="88", trial_id="grid02_lr3e-05_bs16", status="completed",
-                 wall_s=1260.0, **fields, **metrics),
+                 wall_s=1260.0, epochs=2, **fields, **metrics),   # epochs reached: from [eval]
         make_row(method="manual", job_id="88", trial_id="grid03_crash", status="error", wall_s=9.0, **fields)]
     assert parsed.rows[1]["gpu_hours"] == pytest.approx(1.4)          # 4 GPUs x 1260 s
     assert parsed.job["runs_planned"] == 3

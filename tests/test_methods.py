@@ -147,18 +147,18 @@ def test_bayesopt_suggestions_stay_in_bounds(root, tmp_path):
         assert r["status"] == "completed" and finite(r["f1"])
 
 
-def test_trial_as_torchrun_inside_a_tune_trial(root, tmp_path):
-    """The multi-GPU route (torchrun inside the Tune trial, reports relayed with checkpoints), on 1 CPU rank."""
-    p, log = launch(root, tmp_path, "asha", "--smoke", "--num-samples", "2", "--epochs", "2",
-                    env={"HPO_TRIAL_LAUNCHER": "torchrun"})
+def test_trial_on_ray_train_workers_inside_a_tune_trial(root, tmp_path):
+    """The multi-GPU route (Ray Train workers under the Tune trial, reports with checkpoints), on 1 CPU worker."""
+    p, log = launch(root, tmp_path, "asha", "--smoke", "--num-samples", "2", env={"HPO_TRIAL_LAUNCHER": "raytrain"})
     out = log.read_text()
     assert p.returncode == 0, out[-5000:]
     rows = read_rows(log.with_suffix(".csv"))
     assert len(rows) == 2 and all(finite(r["eval_loss"]) and finite(r["f1"]) for r in rows)
     assert max(float(r["epochs"]) for r in rows) == 2
-    # each evaluation arrived through the child's report file with its checkpoint
-    reports = list((tmp_path / "asha").rglob("reports/reports.jsonl"))
-    assert reports and all(len(f.read_text().splitlines()) >= 1 for f in reports)
+    assert "RayTrainWorker" in out                      # the trial ran on a Ray Train worker
+    # every evaluation reached Tune with a checkpoint: one per epoch of every trial that ran it
+    ckpts = list((tmp_path / "asha").rglob("checkpoint_*/trial_state.json"))
+    assert len(ckpts) >= 2
 
 
 @pytest.mark.parametrize("method, args, needle", [
@@ -176,3 +176,19 @@ def test_ray_drivers_reject_bad_input(root, method, args, needle):
     p = run_cli(["python", str(root / f"experiments/{method}/driver.py"), *args], timeout=120,
                 env={"PATH": os.path.dirname(os.sys.executable) + os.pathsep + os.environ["PATH"]})
     assert p.returncode == 2 and needle in p.stderr, p.stderr[-2000:]
+
+
+def test_best_of_a_ray_trial_reruns_the_same_training_run(root, tmp_path):
+    """Same (lr, bs, wd, seed) = the same run in every method: same data, epochs, global batch,
+    precision and eval. A manual-grid --best-of rerun of an ASHA trial reproduces its eval_loss."""
+    p, log = launch(root, tmp_path, "asha", "--smoke", "--num-samples", "2", "--grace-period", "2")
+    assert p.returncode == 0, log.read_text()[-3000:]
+    ray_rows = read_rows(log.with_suffix(".csv"))
+    assert all(r["status"] == "completed" for r in ray_rows)
+    best = min(ray_rows, key=lambda r: float(r["eval_loss"]))
+    p, mlog = launch(root, tmp_path, "manual", "--smoke", "--best-of", str(log.with_suffix(".csv")))
+    assert p.returncode == 0, mlog.read_text()[-3000:]
+    (rerun,) = read_rows(mlog.with_suffix(".csv"))
+    for col in ("batch_size", "global_batch_size", "epochs", "epochs_planned", "seed", "data_fingerprint"):
+        assert rerun[col] == best[col], col
+    assert float(rerun["eval_loss"]) == pytest.approx(float(best["eval_loss"]), rel=0.01)

@@ -112,3 +112,100 @@ def test_tiny_trial_on_gpu_in_mixed_precision(tmp_path):
     assert rec["device"].startswith("cuda:") and rec["precision"] in ("bf16", "fp16")
     assert rec["history"][1]["eval_loss"] < rec["history"][0]["eval_loss"]
     assert math.isfinite(rec["f1"])
+
+
+# ----------------------------------------------------------------------------- precision and fairness
+SMALL = dict(profile="tiny", train_samples=160, eval_samples=16, batch_size=16, num_threads=2, learning_rate=5e-3)
+
+
+def test_fp16_stored_checkpoint_trains_with_fp32_master_weights(tmp_path, tiny_model, tiny_tokenizer):
+    """The hub's BLOOM-560M is stored in fp16; transformers 5 would keep that dtype (NaN on CPU)."""
+    from transformers import AutoModelForCausalLM
+    fp16_dir, fp32_dir = tmp_path / "fp16", tmp_path / "fp32"
+    for d, dtype in ((fp16_dir, torch.float16), (fp32_dir, torch.float32)):
+        m = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).to(dtype)
+        m.save_pretrained(d)
+        tiny_tokenizer.save_pretrained(d)
+    # the premise: loaded the default way, the fp16 checkpoint gives fp16 parameters
+    assert next(AutoModelForCausalLM.from_pretrained(fp16_dir).parameters()).dtype == torch.float16
+    runs = {}
+    for name, d in (("fp16", fp16_dir), ("fp32", fp32_dir)):
+        runs[name] = run_trial(TrialConfig(**SMALL, model=str(d), epochs=2, output_dir=str(tmp_path / f"o{name}")))
+    assert runs["fp16"]["weights_dtype"] == "float32" and runs["fp16"]["stored_dtype"] == "float16"
+    a, b = runs["fp16"]["eval_loss"], runs["fp32"]["eval_loss"]
+    assert math.isfinite(a) and abs(a - b) <= 0.02 * b, (a, b)
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 0), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_auto_precision_bf16_only_on_native_hardware(monkeypatch, capability, expected):
+    from hpo.trial import choose_precision
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)   # True on a V100 too (emulated)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
+    assert choose_precision("auto") == expected
+
+
+def test_eval_loss_is_the_mean_over_answer_tokens_whatever_the_batch_size(tiny_model, tiny_tokenizer, tiny_data):
+    from transformers import AutoModelForCausalLM
+    from hpo.data import PadCollator, encode_split, load_squad
+    from hpo.trial import answer_token_loss
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    feats = encode_split(tiny_tokenizer, load_squad(tiny_data, 10, 23, data_seed=0).validation, 128).features
+    collate = PadCollator(tiny_tokenizer.pad_token_id)
+    results = {bs: answer_token_loss(model, feats, collate, bs) for bs in (1, 4, 23)}
+    losses = {bs: s / n for bs, (s, n) in results.items()}
+    assert len({n for _, n in results.values()}) == 1
+    assert max(losses.values()) - min(losses.values()) < 1e-5, losses
+    # what the Trainer would report (mean of per-batch means) depends on the batch size: the test can fail
+    with torch.no_grad():
+        batch_means = [float(model(**collate(feats[i:i + 4])).loss) for i in range(0, len(feats), 4)]
+    assert abs(sum(batch_means) / len(batch_means) - losses[4]) > 1e-4
+
+
+def _pause_after_first_epoch(ck):
+    class Paused(Exception):
+        pass
+
+    def hook(metrics, save):
+        save(str(ck))
+        raise Paused()
+    return hook, Paused
+
+
+def test_a_paused_trial_resumes_losslessly(tmp_path):
+    """PBT pauses members: the resumed one must end exactly where the straight run ends."""
+    straight = run_trial(TrialConfig(**SMALL, epochs=2, output_dir=str(tmp_path / "s"), trial_id="m"))
+    ck = tmp_path / "ck"
+    hook, paused = _pause_after_first_epoch(ck)
+    with pytest.raises(paused):
+        run_trial(TrialConfig(**SMALL, epochs=2, output_dir=str(tmp_path / "p"), trial_id="m"), report=hook)
+    assert {"optimizer.pt", "scheduler.pt", "trainer_state.json", "trial_state.json"} <= \
+        {p.name for p in ck.iterdir()}
+    resumed = run_trial(TrialConfig(**SMALL, epochs=2, output_dir=str(tmp_path / "r"), trial_id="m",
+                                    resume_from=str(ck)))
+    assert [h["epoch"] for h in resumed["history"]] == [2.0]
+    assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], abs=1e-4)
+    # the schedule continued: linear decay is halfway after 1 of 2 epochs
+    assert [g["lr"] for g in resumed["optimizer_param_groups"]] == pytest.approx([5e-3 / 2] * 2)
+
+
+def test_an_exploit_continues_the_donor_state_with_its_own_lr_and_wd(tmp_path):
+    ck = tmp_path / "ck"
+    hook, paused = _pause_after_first_epoch(ck)
+    with pytest.raises(paused):
+        run_trial(TrialConfig(**SMALL, epochs=2, output_dir=str(tmp_path / "d"), trial_id="donor"), report=hook)
+    rec = run_trial(TrialConfig(**{**SMALL, "learning_rate": 2e-3}, weight_decay=0.01, epochs=2,
+                                output_dir=str(tmp_path / "x"), trial_id="recipient", resume_from=str(ck)))
+    groups = rec["optimizer_param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.0]          # decayed group, then biases/LayerNorm
+    assert [g["lr"] for g in groups] == pytest.approx([2e-3 / 2] * 2)  # new lr at the donor's schedule position
+    assert rec["resumed_from_trial"] == "donor" and rec["loaded_weights_fingerprint"] == \
+        rec["checkpoint_weights_fingerprint"]
+
+
+def test_the_data_sample_does_not_follow_the_training_seed(tmp_path):
+    a = run_trial(TrialConfig(**{**SMALL, "train_samples": 40}, epochs=1, seed=0, output_dir=str(tmp_path / "a")))
+    b = run_trial(TrialConfig(**{**SMALL, "train_samples": 40}, epochs=1, seed=1, output_dir=str(tmp_path / "b")))
+    c = run_trial(TrialConfig(**{**SMALL, "train_samples": 40}, epochs=1, data_seed=1, output_dir=str(tmp_path / "c")))
+    assert a["data_fingerprint"] == b["data_fingerprint"] != c["data_fingerprint"]
+    assert a["eval_loss"] != b["eval_loss"]            # the training seed still changes the run

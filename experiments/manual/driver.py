@@ -8,9 +8,9 @@ Run:  sbatch experiments/manual/run.slurm [--learning-rates 1e-5,2e-4 --epochs 3
 so `diff experiments/manual/driver.py experiments/asha/driver.py` shows only the method.
 
 This is the baseline the other methods are measured against: no Ray, no early stopping —
-each combination is one `scripts/train.py` run to the last epoch (with `torchrun` over the
-node's GPUs and DeepSpeed ZeRO-2 on the cluster tier), in its own output directory, so one
-failing combination does not stop the grid. Each run is framed by `===== RUN k/n START/END =====`
+each combination is one `scripts/train.py` run to the last epoch, on one GPU like a Ray trial
+(`--gpus-per-run N`: data-parallel under `torchrun`, e.g. with DeepSpeed ZeRO-2), in its own output
+directory, so one failing combination does not stop the grid. Each run is framed by `===== RUN k/n START/END =====`
 lines; after the job the parser (scripts/parse_logs.py) turns them into the results CSV.
 """
 import argparse
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from hpo import logfmt
-from hpo.config import HYPERPARAMETERS, PROFILES, TrialConfig, add_trial_options, trial_config_from
+from hpo.config import HYPERPARAMETERS, PROFILES, SMOKE, TrialConfig, add_trial_options, trial_config_from
 from hpo.report import best_row, describe_best
 from hpo.schema import make_row, read_csv
 from hpo.search.options import SearchSpaceError, comma_list
@@ -44,17 +44,32 @@ def parse_args(argv=None):
     g.add_argument("--seeds", help="comma list [default: --seed]")
     g.add_argument("--best-of", metavar="CSV", help="one combination: the best trial (lowest eval_loss) "
                                                     "of an earlier job's CSV (with --seeds: the noise floor)")
+    g.add_argument("--smoke", action="store_true",
+                   help=f"tiny budget for tests: 2 runs x {SMOKE['epochs']} epochs on {SMOKE['train_samples']}/"
+                        f"{SMOKE['eval_samples']} questions")
+    g.add_argument("--gpus-per-run", type=int, default=1,
+                   help="GPUs of the node each run uses, data-parallel under torchrun [default: 1, like one "
+                        "Ray trial, so a run here and a trial there are the same training run; with N > 1 "
+                        "the global batch is batch_size x N — add --deepspeed deepspeed_configs/zero2.json "
+                        "and ask sbatch for --gres=gpu:N]")
     add_trial_options(ap, exclude=HYPERPARAMETERS, run_fields=False, defaults_from_config=False,
                       title="each run (the same options as scripts/train.py)")
     a = ap.parse_args(argv)
     a.profile = a.profile or os.environ.get("HPO_PROFILE") or "tiny"
+    if a.smoke:                       # command line > --smoke > profile
+        for k in ("train_samples", "eval_samples", "epochs"):
+            if getattr(a, k) is None:
+                setattr(a, k, SMOKE[k])
     try:
         grid = PROFILES[a.profile].grid
+        # --smoke: two runs (the profile's first two learning rates, first batch size and weight decay)
+        n = 1 if a.smoke else None
         a.learning_rates = comma_list(a.learning_rates, float, "learning-rates") if a.learning_rates \
-            else list(grid.learning_rate)
-        a.batch_sizes = comma_list(a.batch_sizes, int, "batch-sizes") if a.batch_sizes else list(grid.batch_size)
+            else list(grid.learning_rate)[:2 if a.smoke else None]
+        a.batch_sizes = comma_list(a.batch_sizes, int, "batch-sizes") if a.batch_sizes \
+            else list(grid.batch_size)[:n]
         a.weight_decays = comma_list(a.weight_decays, float, "weight-decays") if a.weight_decays \
-            else list(grid.weight_decay)
+            else list(grid.weight_decay)[:n]
         a.seeds = comma_list(a.seeds, int, "seeds") if a.seeds else [a.seed if a.seed is not None else TrialConfig().seed]
         if a.best_of:
             best = best_of(a.best_of)
@@ -62,11 +77,10 @@ def parse_args(argv=None):
                 [best["learning_rate"]], [best["batch_size"]], [best["weight_decay"]]
             print(f"[job] --best-of {a.best_of}: trial {best['trial_id']} (learning_rate={best['learning_rate']:g} "
                   f"batch_size={best['batch_size']} weight_decay={best['weight_decay']:g})", flush=True)
-        # DeepSpeed ZeRO-2 over the node's GPUs on the cluster tier; 'none' turns it off.
-        if a.deepspeed is None and a.profile == "workshop":
-            a.deepspeed = "deepspeed_configs/zero2.json"
         if a.deepspeed == "none":
             a.deepspeed = None
+        if a.gpus_per_run < 1:
+            raise SearchSpaceError(f"--gpus-per-run must be >= 1, got {a.gpus_per_run}")
         if a.deepspeed and not Path(a.deepspeed).is_file():
             raise SearchSpaceError(f"--deepspeed: DeepSpeed config not found: {a.deepspeed}")
     except (SearchSpaceError, ValueError, KeyError) as e:
@@ -96,11 +110,15 @@ def main(argv=None) -> int:
           f"{args.batch_sizes} x weight_decay {args.weight_decays} x seed {args.seeds} = {n} runs", flush=True)
 
     # ------------------------------------------------------------------------- 3. scheduler
-    # Serial, each run to its last epoch. One rank per GPU of the node; the local practice
-    # cluster's GPUs are emulated (no CUDA behind them): then each run is one CPU rank.
-    gpus = int(os.environ.get("HPO_GPUS_PER_NODE", "0"))
+    # Serial, each run to its last epoch, one rank per GPU it uses (--gpus-per-run). The local
+    # practice cluster's GPUs are emulated (no CUDA behind them): then each run is one CPU rank.
+    node_gpus = int(os.environ.get("HPO_GPUS_PER_NODE", "0"))
+    gpus = min(args.gpus_per_run, node_gpus)
+    if node_gpus and args.gpus_per_run > node_gpus:
+        print(f"[job] WARNING: --gpus-per-run {args.gpus_per_run} but the node has {node_gpus} GPU(s): "
+              f"using {node_gpus}", flush=True)
     if gpus and os.environ.get("HPO_CUDA") == "0":
-        print(f"[job] {gpus} GPU(s) allocated but no nvidia-smi here (emulated GPUs?): one CPU rank per run",
+        print(f"[job] {node_gpus} GPU(s) allocated but no nvidia-smi here (emulated GPUs?): one CPU rank per run",
               flush=True)
         gpus = 0
     launch = [sys.executable]
@@ -111,8 +129,8 @@ def main(argv=None) -> int:
         # each run its own job step: `sacct -j <job>` shows every run's time and memory
         # (inside a container srun is not there, and the run starts directly)
         step = ["srun", "--nodes=1", "--ntasks=1", f"--cpus-per-task={os.environ.get('HPO_CPUS_PER_NODE', '1')}"]
-        if int(os.environ.get("HPO_GPUS_PER_NODE", "0")):
-            step.append(f"--gres=gpu:{os.environ['HPO_GPUS_PER_NODE']}")
+        if node_gpus:
+            step.append(f"--gres=gpu:{min(args.gpus_per_run, node_gpus)}")
         launch = step + launch
     print(f"[job] each run: {' '.join(launch)} scripts/train.py "
           f"{' '.join(trial_config_from(args).to_argv())}", flush=True)
@@ -127,7 +145,7 @@ def main(argv=None) -> int:
                                 trial_id=trial, output_dir=str(job_dir / trial))
         print(logfmt.run_start_line(k, n, trial, {
             "learning_rate": lr, "batch_size": bs, "weight_decay": wd, "seed": seed,
-            "epochs": cfg.value("epochs"), "gpus": os.environ.get("HPO_GPUS", "0"),
+            "epochs_planned": cfg.value("epochs"), "gpus": os.environ.get("HPO_GPUS", "0"),
             "cpus": os.environ.get("HPO_CPUS", str(os.cpu_count()))}, logfmt.log_date()), flush=True)
         t0 = time.time()
         rc = runner.run(launch + [str(REPO / "scripts" / "train.py")] + cfg.to_argv())

@@ -25,14 +25,13 @@ def method_args(ap):
                    help="perturb each member on its own clock (Ray's default) instead of all together; "
                         "with few members an exploit is then often skipped (donor not checkpointed yet)")
     g.add_argument("--keep-checkpoints", type=int,
-                   help="checkpoints kept per trial (default: all on the tiny profile, 4 on workshop); "
-                        "too few and a donor's checkpoint is gone when the exploit happens")
+                   help="checkpoints kept per trial (default: all on the tiny profile, 2 on workshop: each "
+                        "holds weights + optimizer state, ~6.7 GB for BLOOM-560M); too few and a donor's "
+                        "checkpoint is gone when the exploit happens")
 
 
 def main(argv=None) -> int:
     args = options.parse_args("pbt", argv, method_args)
-    # a PBT member is restarted at every exploit: a decaying schedule would restart too
-    args.lr_scheduler = args.lr_scheduler or "constant"
     if not (1 <= args.perturbation_interval < args.epochs) or not 0 < args.quantile_fraction <= 0.5:
         print("driver.py: error: need 1 <= --perturbation-interval < --epochs and 0 < --quantile-fraction <= 0.5",
               file=sys.stderr)
@@ -63,7 +62,7 @@ def main(argv=None) -> int:
         print(f"[tune] WARNING: population {args.num_samples} > {args.max_concurrent} concurrent slots: PBT ranks "
               "only running members, and paused members restart at every perturbation", flush=True)
     options.banner(args, f"; PBT every {args.perturbation_interval} epoch(s), bottom/top {args.quantile_fraction:g}")
-    keep = args.keep_checkpoints or (None if args.profile == "tiny" else 4)
+    keep = args.keep_checkpoints or (None if args.profile == "tiny" else 2)
 
     # ------------------------------------------------------------------------- 4. Tuner(...).fit()
     connect_ray()

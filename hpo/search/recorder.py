@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 from ray.tune import Callback
@@ -29,7 +30,8 @@ from hpo.report import best_row, describe_best
 from hpo.schema import make_row, write_records
 
 # What the recorder keeps of each result (the CSV's metrics + what the PBT lineage needs).
-_KEEP = ("epoch", "eval_loss", "exact_match", "f1", "trial_wall_s", "tokens_per_s", "training_iteration")
+_KEEP = ("epoch", "eval_loss", "exact_match", "f1", "trial_wall_s", "tokens_per_s", "training_iteration",
+         "global_batch_size", "epochs_planned", "setup_s", "train_s", "eval_s", "checkpoint_s", "data_fingerprint")
 
 
 class TrialRecorder(Callback):
@@ -48,7 +50,8 @@ class TrialRecorder(Callback):
 
     def _entry(self, trial) -> dict:
         return self.trials.setdefault(trial.trial_id, {"config": dict(trial.config), "metrics": {},
-                                                       "status": "incomplete", "history": []})
+                                                       "status": "incomplete", "history": [],
+                                                       "started": time.time(), "ended": None})
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._entry(trial)
@@ -71,6 +74,7 @@ class TrialRecorder(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         e = self._entry(trial)
+        e["ended"] = time.time()         # a trial that fails before its first report still cost time
         if not (self.interrupted and e["status"] == "incomplete"):
             e["status"] = "error"
         self.write()
@@ -84,9 +88,19 @@ class TrialRecorder(Callback):
                 status=e["status"], learning_rate=hp.get("learning_rate"), batch_size=hp.get("batch_size"),
                 weight_decay=hp.get("weight_decay"), seed=self.args.seed, epochs=m.get("epoch"),
                 eval_loss=m.get("eval_loss"), exact_match=m.get("exact_match"), f1=m.get("f1"),
-                wall_s=m.get("trial_wall_s"), gpus=self.args.gpus_per_trial, cpus=self.args.cpus_per_trial,
-                tokens_per_s=m.get("tokens_per_s")))
+                wall_s=self._wall(e), gpus=self.args.gpus_per_trial, cpus=self.args.cpus_per_trial,
+                tokens_per_s=m.get("tokens_per_s"), global_batch_size=m.get("global_batch_size"),
+                epochs_planned=m.get("epochs_planned") or self.args.epochs, setup_s=m.get("setup_s"),
+                train_s=m.get("train_s"), eval_s=m.get("eval_s"), checkpoint_s=m.get("checkpoint_s"),
+                data_fingerprint=m.get("data_fingerprint")))
         return out
+
+    @staticmethod
+    def _wall(e) -> float | None:
+        """The trial's own wall time (it reports it); an error before the first report: start to error."""
+        if e["metrics"].get("trial_wall_s") is not None:
+            return e["metrics"]["trial_wall_s"]
+        return e["ended"] - e["started"] if e["ended"] else None
 
     def write(self) -> None:
         write_records(self.rows(), self.path)
@@ -134,7 +148,8 @@ def finish(results, record: TrialRecorder) -> int:
 
 
 def write_pbt_lineage(args, record: TrialRecorder) -> Path:
-    """PBT's exploits as a table: epoch, trial, donor, lr/wd before -> after, eval_loss before/after.
+    """PBT's exploits as a table: epoch, trial, donor (and the training step of the state it copied:
+    weights, optimizer moments, schedule), lr/wd before -> after, eval_loss before/after.
 
     Written to <job dir>/pbt_lineage.csv and beside the job's CSV (<log>.pbt_lineage.csv).
     The events come from the trials themselves (exploits.jsonl): a trial that restores a
@@ -150,7 +165,7 @@ def write_pbt_lineage(args, record: TrialRecorder) -> Path:
     def at(tid, epoch, key):     # the LAST report at that epoch: the one after the exploit
         return next((h.get(key) for h in reversed(history.get(tid, [])) if h.get("epoch") == epoch), None)
 
-    cols = ["epoch", "trial_id", "donor_id", "old_learning_rate", "new_learning_rate", "old_weight_decay",
+    cols = ["epoch", "trial_id", "donor_id", "donor_global_step", "old_learning_rate", "new_learning_rate", "old_weight_decay",
             "new_weight_decay", "eval_loss_before", "donor_eval_loss", "eval_loss_after",
             "donor_weights_fingerprint", "loaded_weights_fingerprint"]
     out = job_dir / "pbt_lineage.csv"
@@ -159,7 +174,8 @@ def write_pbt_lineage(args, record: TrialRecorder) -> Path:
         w.writerow(cols)
         for e in sorted(events, key=lambda e: (e["epoch"] or 0, e["time"])):
             nxt = (e["epoch"] or 0) + 1       # the member's first evaluation after the exploit
-            w.writerow([e["epoch"], e["trial_id"], e["donor_id"], e["old_learning_rate"], e["new_learning_rate"],
+            w.writerow([e["epoch"], e["trial_id"], e["donor_id"], e.get("donor_global_step"),
+                        e["old_learning_rate"], e["new_learning_rate"],
                         e["old_weight_decay"], e["new_weight_decay"], e["old_eval_loss"], e["donor_eval_loss"],
                         at(e["trial_id"], nxt, "eval_loss"), e.get("donor_weights_fingerprint"),
                         at(e["trial_id"], nxt, "loaded_weights_fingerprint")])

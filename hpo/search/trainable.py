@@ -11,7 +11,7 @@ What a trial does, whatever the method:
   * starts from `tune.get_checkpoint()` when Tune gives one: a paused PBT member resuming, or
     a PBT exploit (another trial's checkpoint: recorded in exploits.jsonl for the lineage table);
   * 1 GPU (or CPU) per trial: runs in the Tune trial's own process; more GPUs per trial:
-    on Ray Train workers (hpo/search/distributed.py), one per GPU.
+    on Ray Train workers (hpo/search/distributed.py), one per GPU, the Tune trial their driver.
 Current Ray 2.60 APIs only: `ray.tune.report/get_checkpoint/get_context` inside trials.
 """
 from __future__ import annotations
@@ -62,21 +62,32 @@ def make(args, to_hparams=None):
         ckpt = tune.get_checkpoint()
         # (returns nothing: a value returned by a Tune function becomes one more, final "result")
         if ckpt is None:
-            _run(args, config, trial_id, out_dir, None, report)
+            _run(args, config, trial_id, out_dir, None, report, t_start)
             return
         with ckpt.as_directory() as d:
             st = json.loads((Path(d) / "trial_state.json").read_text())
             if st.get("trial_id") != trial_id:       # PBT exploit: another trial's weights
                 _record_exploit(args.job_dir, trial_id, st, before, config)
-            _run(args, config, trial_id, out_dir, d, report)
+            _run(args, config, trial_id, out_dir, d, report, t_start)
 
-    if args.gpus_per_trial > 1:
-        # A multi-GPU trial: all its GPUs on one node.
-        resources = tune.PlacementGroupFactory(
-            [{"CPU": args.cpus_per_trial, "GPU": args.gpus_per_trial}], strategy="STRICT_PACK")
+    if on_ray_train(args):
+        # The trial is only a driver; its Ray Train workers hold the GPUs (Tune does not see them:
+        # max_concurrent_trials = GPUs // GPUs per trial keeps the drivers from queuing for them).
+        resources = {"cpu": driver_cpus(args), "gpu": 0}
     else:
         resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
     return tune.with_resources(hpo_trial, resources)
+
+
+def on_ray_train(args) -> bool:
+    """More than one GPU per trial (or HPO_TRIAL_LAUNCHER=raytrain, the tests' CPU route):
+    the trial runs on Ray Train workers, one per GPU."""
+    return args.gpus_per_trial > 1 or os.environ.get("HPO_TRIAL_LAUNCHER") == "raytrain"
+
+
+def driver_cpus(args) -> float:
+    """CPUs the Tune trial itself holds when its work runs on Ray Train workers."""
+    return min(1.0, args.cpus_per_trial / 2)
 
 
 def _record_exploit(job_dir: Path, trial_id: str, donor_state: dict, before: dict, config: dict) -> None:
@@ -89,6 +100,7 @@ def _record_exploit(job_dir: Path, trial_id: str, donor_state: dict, before: dic
              "donor_learning_rate": st["hparams"]["learning_rate"],
              "donor_weight_decay": st["hparams"]["weight_decay"],
              "new_learning_rate": config["learning_rate"], "new_weight_decay": config["weight_decay"],
+             "donor_global_step": st.get("global_step"),
              "donor_weights_fingerprint": st.get("weights_fingerprint")}
     with open(job_dir / "exploits.jsonl", "a") as f:
         f.write(json.dumps(event) + "\n")
@@ -97,16 +109,18 @@ def _record_exploit(job_dir: Path, trial_id: str, donor_state: dict, before: dic
           f"{config['learning_rate']:.3g}", flush=True)
 
 
-def _run(args, config, trial_id, out_dir, resume_from, report):
+def _run(args, config, trial_id, out_dir, resume_from, report, t_start):
     cfg = trial_config_from(
         args, learning_rate=float(config["learning_rate"]), batch_size=int(config["batch_size"]),
         weight_decay=float(config["weight_decay"]), output_dir=out_dir, trial_id=trial_id,
         num_threads=max(1, int(args.cpus_per_trial)), resume_from=resume_from)
-    workers = int(args.gpus_per_trial) if args.gpus_per_trial > 1 else 0
-    if workers or os.environ.get("HPO_TRIAL_LAUNCHER") == "raytrain":
+    if on_ray_train(args):
         from hpo.search.distributed import run_on_ray_train
-        return run_on_ray_train(cfg, num_workers=max(workers, 1), use_gpu=workers > 0,
-                                cpus_per_worker=max(1.0, args.cpus_per_trial / max(workers, 1)),
-                                report=report, storage_path=str(args.job_dir / "train"))
+        workers = max(int(args.gpus_per_trial), 1)
+        return run_on_ray_train(cfg, num_workers=workers, use_gpu=args.gpus_per_trial >= 1,
+                                cpus_per_worker=(args.cpus_per_trial - driver_cpus(args)) / workers,
+                                report=report, storage_path=str(args.job_dir / "train"),
+                                # Tune's checkpoints on the shared FS are readable by every worker as they are
+                                stage_resume=not str(resume_from or "").startswith(str(args.job_dir)))
     from hpo.trial import run_trial
-    return run_trial(cfg, report)
+    return run_trial(cfg, report, started_at=t_start)
