@@ -232,6 +232,19 @@ def add_trial_options(ap: argparse.ArgumentParser, *, exclude=(), run_fields: bo
     return group
 
 
+PATH_FIELDS = ("model", "dataset", "deepspeed", "output_dir", "resume_from")
+
+
+def absolute_paths(namespace) -> None:
+    """Make the path-valued options absolute (in place): Ray trials and Ray Train workers run in
+    their own working directories, where a relative path would point somewhere else."""
+    from hpo.data import looks_like_path
+    for name in PATH_FIELDS:
+        v = getattr(namespace, name, None)
+        if isinstance(v, str) and v not in ("tiny", "none") and (looks_like_path(v) or Path(v).exists()):
+            setattr(namespace, name, str(Path(v).expanduser().resolve()))
+
+
 def trial_config_from(namespace, **overrides) -> TrialConfig:
     """A TrialConfig from parsed options (any attribute named like a field), then the overrides.
     Options left None keep the field's default (the profile fills the rest in `resolved`)."""

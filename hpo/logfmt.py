@@ -38,6 +38,9 @@ JOB_FINISH = re.compile(
 RUN_START = re.compile(r"^===== RUN (?P<k>\d+)/(?P<n>\d+) START (?P<kv>.*?) : (?P<date>.+?) =====\s*$")
 RUN_END = re.compile(r"^===== RUN (?P<k>\d+)/(?P<n>\d+) END (?P<kv>.*?) : (?P<date>.+?) =====\s*$")
 JOB_INFO = "[job] "
+# cluster/ray_cluster.sh: "[ray] cluster up: 2 node(s), ...; boot 4.8 s after job start (...)"
+RAY_UP = "[ray] cluster up:"
+RAY_BOOT = re.compile(r"boot ([\d.]+) s after job start")
 EVAL = "[eval] "
 RESULT = "[result] "
 

@@ -147,7 +147,7 @@ class _Parser:
         self.method_hint = method
         self.job = {k: None for k in (
             "job_id", "method", "job_name", "tier", "profile", "nodes", "gpus", "cpus",
-            "host", "log", "start", "finish", "rc", "elapsed_s", "last_time", "runs_planned")}
+            "host", "log", "start", "finish", "rc", "elapsed_s", "last_time", "runs_planned", "ray_boot_s")}
         self.rows: list[dict] = []
         self.history: dict[str, list[dict]] = {}
         self.warnings: list[LogWarning] = []
@@ -202,6 +202,10 @@ class _Parser:
         elif line.startswith(logfmt.RESULT):
             if self.run is not None:
                 self.result_line(lineno, line)
+        elif line.startswith(logfmt.RAY_UP):
+            m = logfmt.RAY_BOOT.search(line)       # how long the allocation waited for Ray
+            if m and self.job["ray_boot_s"] is None:
+                self.job["ray_boot_s"] = float(m.group(1))
         elif _LINE_TS.match(line):
             self.saw_time(line)
 

@@ -119,6 +119,7 @@ def job_summary(job: dict, rows) -> dict:
     basis = "GPU" if gpus else "CPU"
     num, den = (trial_gpu_h, job_gpu_h) if basis == "GPU" else (trial_cpu_h, job_cpu_h)
     share = num / den if num is not None and den else None
+    breakdown = time_breakdown(job, rows, basis, den)
     counts = {s: 0 for s in STATUSES}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -136,9 +137,33 @@ def job_summary(job: dict, rows) -> dict:
         "nodes": job.get("nodes"), "gpus": gpus, "cpus": cpus,
         "job_gpu_hours": job_gpu_h, "job_cpu_hours": job_cpu_h,
         "trial_gpu_hours": trial_gpu_h, "trial_cpu_hours": trial_cpu_h,
-        "training_share": share, "share_basis": basis,
+        "training_share": share, "share_basis": basis, "breakdown": breakdown,
         "n_trials": counts, "runs_planned": job.get("runs_planned"), "note": note,
     }
+
+
+_PARTS = (("train", "train_s", "training steps"), ("eval", "eval_s", "evaluation"),
+          ("checkpoint", "checkpoint_s", "checkpoints"), ("setup", "setup_s", "trial setup"))
+
+
+def time_breakdown(job: dict, rows, basis: str, job_hours) -> dict | None:
+    """Where the allocation's device-hours went: Ray boot, trial setup, training steps, evaluation,
+    checkpoints, and the rest (idle: GPUs no trial used, gaps between trials, process start-up).
+
+    Each trial's seconds x the devices it held; Ray boot x all devices of the job (nothing trains
+    while Ray starts). None when the job's hours are unknown or no row has the times (older logs)."""
+    if not job_hours or not any(_finite(r.get("train_s")) for r in rows):
+        return None
+    dev_col = "gpus" if basis == "GPU" else "cpus"
+    out = {}
+    for key, col, _ in _PARTS:
+        out[key] = sum(r[col] * r[dev_col] for r in rows if _finite(r.get(col)) and _finite(r.get(dev_col))) / 3600
+    boot = job.get("ray_boot_s")
+    out["ray_boot"] = (boot or 0.0) * (job.get("gpus") if basis == "GPU" else job.get("cpus") or 0) / 3600
+    out["idle"] = max(0.0, job_hours - sum(out.values()))
+    out["hours"] = job_hours
+    out["train_share"] = out["train"] / job_hours
+    return out
 
 
 def format_summary(summary: dict) -> str:
@@ -175,12 +200,24 @@ def format_summary(summary: dict) -> str:
         f"job CPU-h          : {_num(s['job_cpu_hours'], '.3f')}  (allocated CPUs x elapsed)",
         f"sum of trial CPU-h : {_num(s['trial_cpu_hours'], '.3f')}",
         f"training share     : {share_txt}",
+        *_format_breakdown(s.get("breakdown"), s["share_basis"]),
         f"trials             : {n['total']}{planned} (" + ", ".join(f"{k} {n[k]}" for k in STATUSES) + ")",
     ]
     if s.get("note"):
         lines.append(f"note               : {s['note']}")
     lines.append("-" * len(head))
     return "\n".join(lines)
+
+
+def _format_breakdown(b, basis) -> list[str]:
+    if not b:
+        return []
+    pct = {k: 100 * b[k] / b["hours"] for k in ("ray_boot", "setup", "train", "eval", "checkpoint", "idle")}
+    return [f"in training steps  : {pct['train']:.1f} % of the job's {basis}-hours "
+            f"({b['train']:.3f} of {b['hours']:.3f} {basis}-h)",
+            f"where it went      : Ray boot {pct['ray_boot']:.1f} % | trial setup {pct['setup']:.1f} % | "
+            f"training {pct['train']:.1f} % | evaluation {pct['eval']:.1f} % | checkpoints "
+            f"{pct['checkpoint']:.1f} % | idle/other {pct['idle']:.1f} %"]
 
 
 # --------------------------------------------------------------------------- per-trial table
@@ -215,7 +252,7 @@ METHOD_ORDER = ("manual", "asha", "pbt", "bayesopt")
 BEST_OF_EACH_COLUMNS = [
     "method", "job_id", "trial_id", "status", "learning_rate", "batch_size",
     "weight_decay", "epochs", "eval_loss", "exact_match", "f1",
-    "method_gpu_hours", "method_cpu_hours", "n_trials", "source"]
+    "method_gpu_hours", "method_cpu_hours", "n_trials", "data_fingerprint", "source"]
 _FROM_BEST = BEST_OF_EACH_COLUMNS[1:11]
 
 
@@ -257,14 +294,17 @@ def _method_order(method: str):
     return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
 
 
-def best_of_each(by_method, use_all: bool = False) -> tuple[list[dict], list[str]]:
+def best_of_each(by_method, use_all: bool = False, allow_mixed_data: bool = False) -> tuple[list[dict], list[str]]:
     """One summary row per method (BEST_OF_EACH_COLUMNS) and notes on which files were used.
 
     Several CSVs of one method (re-runs): the newest by modification time, unless
     use_all (then the best over all of them, and the cost summed over all).
     The best trial is `best_row`'s; the cost is the sum over all the trials used.
+    Methods are ranked only if every trial used was trained and scored on the same questions
+    (one data_fingerprint): else CompareError, unless allow_mixed_data (then a note says so).
     """
     out, notes = [], []
+    fingerprints: dict[str, set] = {}
     for method in sorted(by_method, key=_method_order):
         files = by_method[method]
         if not use_all and len(files) > 1:
@@ -276,6 +316,9 @@ def best_of_each(by_method, use_all: bool = False) -> tuple[list[dict], list[str
             notes.append(f"{method}: using " + ", ".join(str(f[0]) for f in files))
         rows = [r for _, rs in files for r in rs]
         sources = {id(r): str(p) for p, rs in files for r in rs}
+        for r in rows:
+            if r.get("data_fingerprint"):
+                fingerprints.setdefault(r["data_fingerprint"], set()).add(method)
         best = best_row(rows)
         summary = {c: None for c in BEST_OF_EACH_COLUMNS}
         summary.update(method=method, n_trials=len(rows),
@@ -286,21 +329,35 @@ def best_of_each(by_method, use_all: bool = False) -> tuple[list[dict], list[str
             summary["source"] = ", ".join(str(f[0]) for f in files)
         else:
             summary.update({c: best[c] for c in _FROM_BEST})
+            summary["data_fingerprint"] = best.get("data_fingerprint")
             summary["source"] = sources[id(best)]
         out.append(summary)
+    if len(fingerprints) > 1:
+        which = "; ".join(f"{fp}: {', '.join(sorted(ms))}" for fp, ms in sorted(fingerprints.items()))
+        msg = (f"the trials were trained and scored on different questions (data fingerprints {which}): "
+               "their eval losses are not comparable")
+        if not allow_mixed_data:
+            raise CompareError(msg + ". Rerun with the same --data-seed, --train-samples, --eval-samples and "
+                               "--dataset, or pass --allow-mixed-data to compare anyway")
+        notes.append("WARNING: " + msg)
+    elif not fingerprints:
+        notes.append("note: no data fingerprints in these CSVs (older runs?): same questions not checked")
+    else:
+        notes.append(f"all trials used the same questions (data fingerprint {next(iter(fingerprints))})")
     return out, notes
 
 
 def best_of_each_table(rows) -> str:
     """The markdown table of `best_of_each`'s rows (the README's "Best of each method")."""
     lines = ["| method | job | trial | lr | batch size | weight decay | epochs | eval loss | EM | F1 "
-             "| method GPU-h | method CPU-h |",
-             "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "| method GPU-h | method CPU-h | data |",
+             "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     for r in rows:
         cells = [r["method"], r["job_id"] or "-", r["trial_id"] or "-",
                  _num(r["learning_rate"], "g"), _num(r["batch_size"], "g"), _num(r["weight_decay"], "g"),
                  _num(r["epochs"], "g"), _num(r["eval_loss"], ".4f"), _num(r["exact_match"], ".2f"),
-                 _num(r["f1"], ".2f"), _num(r["method_gpu_hours"], ".3f"), _num(r["method_cpu_hours"], ".3f")]
+                 _num(r["f1"], ".2f"), _num(r["method_gpu_hours"], ".3f"), _num(r["method_cpu_hours"], ".3f"),
+                 r.get("data_fingerprint") or "-"]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 

@@ -167,6 +167,28 @@ def ensure_tiny_model(cache: str | os.PathLike | None = None) -> Path:
     return _atomic_build(cache_dir(cache) / f"bloom-tiny-{TINY_VERSION}", build)
 
 
+def ensure_rehearsal_model(cache: str | os.PathLike | None = None, n_layer: int | None = None) -> Path:
+    """The cluster tier, rehearsed offline: bigscience/bloom-560m's real architecture
+    (configs/bloom-560m/config.json: 250,880-token vocabulary, hidden 1024, 24 layers, or
+    n_layer of them) with random weights, STORED IN FP16 like the hub checkpoint, and the tiny
+    tokenizer (BLOOM's special-token ids; every id fits the real vocabulary). It loads and trains
+    through exactly the code path of `--profile workshop` — the precision traps included."""
+    tiny = ensure_tiny_model(cache)
+    name = f"bloom-560m-rehearsal-{TINY_VERSION}" + (f"-{n_layer}l" if n_layer else "")
+
+    def build(tmp: Path):
+        import torch
+        from transformers import AutoTokenizer, BloomConfig, BloomForCausalLM
+        conf = json.loads((repo_root() / "configs" / "bloom-560m" / "config.json").read_text())
+        if n_layer:
+            conf["n_layer"] = n_layer
+        torch.manual_seed(0)
+        model = BloomForCausalLM(BloomConfig(**conf))
+        model.to(torch.float16).save_pretrained(tmp)         # the hub's dtype: fp16 on disk
+        AutoTokenizer.from_pretrained(tiny).save_pretrained(tmp)
+    return _atomic_build(cache_dir(cache) / name, build)
+
+
 def main(argv=None) -> int:
     import argparse
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -16,7 +16,8 @@ summed), and the output says which file(s).
 
 Writes <out-dir>/best_of_each.csv and <out-dir>/best_of_each.md (default
 logs/compare in the repository). Exit 0 on success, 2 for no CSVs or a CSV that
-is not a results CSV (wrong columns, mixed methods). The tables and the rule are
+is not a results CSV (wrong columns, mixed methods), or methods whose trials used
+different questions (data fingerprints) without --allow-mixed-data. The tables and the rule are
 in hpo/report.py; this file is only the command line.
 """
 from __future__ import annotations
@@ -45,6 +46,9 @@ def main(argv=None) -> int:
                     help="where best_of_each.csv/.md go (default: logs/compare)")
     ap.add_argument("--all", action="store_true",
                     help="use every CSV of a method, not only the newest")
+    ap.add_argument("--allow-mixed-data", action="store_true",
+                    help="compare even if the methods trained and scored on different questions "
+                         "(different data fingerprints); the output says so")
     args = ap.parse_args(argv)
     skipped: list[str] = []              # CSVs without rows
     try:
@@ -56,7 +60,11 @@ def main(argv=None) -> int:
     if by_method is None:
         print(f"ERROR: {error}", file=sys.stderr)
         return 2
-    rows, notes = best_of_each(by_method, use_all=args.all)
+    try:
+        rows, notes = best_of_each(by_method, use_all=args.all, allow_mixed_data=args.allow_mixed_data)
+    except CompareError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out_dir)
     atomic_write_text(out / "best_of_each.csv", best_of_each_csv(rows))
     atomic_write_text(out / "best_of_each.md", best_of_each_markdown(rows, notes))

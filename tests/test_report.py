@@ -184,3 +184,53 @@ def test_compare_errors(tmp_path):
     res = _compare(tmp_path / "logs/*/*.csv")
     assert res.returncode == 2 and "no such CSV" in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- fair comparison
+
+def _fp_csv(tmp_path, method, fp, loss=1.0):
+    p = tmp_path / f"{method}.csv"
+    write_csv([make_row(method=method, trial_id=f"{method}1", status="completed", learning_rate=1e-3,
+                        batch_size=8, weight_decay=0.0, eval_loss=loss, f1=10, data_fingerprint=fp)], p)
+    return p
+
+
+def test_compare_refuses_methods_scored_on_different_questions(tmp_path):
+    a, b = _fp_csv(tmp_path, "asha", "aaaaaaaaaaaa"), _fp_csv(tmp_path, "pbt", "bbbbbbbbbbbb", 0.5)
+    r = _compare(a, b, "--out-dir", tmp_path / "out")
+    assert r.returncode == 2 and "different questions" in r.stderr and "aaaaaaaaaaaa: asha" in r.stderr
+    assert not (tmp_path / "out" / "best_of_each.csv").exists()
+    r = _compare(a, b, "--out-dir", tmp_path / "out", "--allow-mixed-data")
+    assert r.returncode == 0 and "WARNING: the trials were trained and scored on different questions" in r.stdout
+    c = _fp_csv(tmp_path, "manual", "aaaaaaaaaaaa")
+    r = _compare(a, c, "--out-dir", tmp_path / "out2")
+    assert r.returncode == 0 and "same questions (data fingerprint aaaaaaaaaaaa)" in r.stdout
+    assert "| aaaaaaaaaaaa |" in r.stdout                      # the table shows which data
+
+
+def test_job_summary_says_where_the_allocation_went():
+    """4 GPUs for 1 h: 2 trials on 1 GPU each; the rest idle. Ray boot holds all 4 GPUs."""
+    job = {"job_id": "1", "method": "asha", "start": "2025-01-01 10:00:00 UTC", "finish": "x", "rc": 0,
+           "elapsed_s": 3600.0, "nodes": 1, "gpus": 4, "cpus": 16, "ray_boot_s": 36.0}
+    rows = [make_row(method="asha", trial_id=t, status="completed", gpus=1, cpus=4, wall_s=1800, setup_s=60,
+                     train_s=1200, eval_s=300, checkpoint_s=120) for t in ("a", "b")]
+    s = job_summary(job, rows)
+    b = s["breakdown"]
+    assert b["hours"] == 4.0
+    assert b["train"] == pytest.approx(2 * 1200 / 3600) and b["eval"] == pytest.approx(2 * 300 / 3600)
+    assert b["checkpoint"] == pytest.approx(2 * 120 / 3600) and b["setup"] == pytest.approx(2 * 60 / 3600)
+    assert b["ray_boot"] == pytest.approx(4 * 36 / 3600)
+    assert b["idle"] == pytest.approx(4.0 - (2 * 1680 + 4 * 36) / 3600)
+    text = format_summary(s)
+    assert "in training steps  : 16.7 % of the job's GPU-hours" in text
+    assert "Ray boot 1.0 % | trial setup 0.8 % | training 16.7 % | evaluation 4.2 % | checkpoints 1.7 %" in text
+
+
+def test_ray_boot_time_is_read_from_the_log(tmp_path):
+    log = tmp_path / "j.out"
+    log.write_text("===== JOB 5 START : 2025-01-01 10:00:00 UTC =====\n"
+                   "[job] method=asha job_id=5 job_name=x tier=cluster profile=tiny nodes=2 gpus=4 cpus=16 host=n1 log=x\n"
+                   "[ray] cluster up: 2 node(s), 16 CPUs, 4 GPUs at 1.2.3.4:1; boot 4.8 s after job start "
+                   "(ray_cluster_up 4.1 s)\n"
+                   "===== JOB 5 FINISH : 2025-01-01 10:01:00 UTC (rc=0, elapsed=60.0s) =====\n")
+    assert parse_log(log).job["ray_boot_s"] == 4.8

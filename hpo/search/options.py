@@ -20,7 +20,7 @@ import os
 import shutil
 from pathlib import Path
 
-from hpo.config import HYPERPARAMETERS, PROFILES, SMOKE, TrialConfig, add_trial_options
+from hpo.config import HYPERPARAMETERS, PROFILES, SMOKE, TrialConfig, absolute_paths, add_trial_options
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,6 +122,7 @@ def _finish(a, method: str) -> None:
     a.epochs = int(a.epochs)
     if a.deepspeed and not Path(a.deepspeed).is_file():
         raise ValueError(f"--deepspeed: config file not found: {a.deepspeed}")
+    absolute_paths(a)
     _resources(a)
 
 
