@@ -294,7 +294,7 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
     optimizer_groups: list[dict] = []
     # Where this trial's time goes; a resumed trial keeps counting from its checkpoint.
     times = {k: float(state[k]) for k in TIMES}
-    clock = {"train_begin": None, "eval_s": 0.0, "checkpoint_s": 0.0}
+    clock = {"train_begin": None, "eval_s": 0.0, "checkpoint_s": 0.0, "saving_s": 0.0}
     loaded_fingerprint = weights_fingerprint(model)
     collate = PadCollator(tok.pad_token_id)
 
@@ -346,11 +346,14 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
     def save_checkpoint(directory: str) -> None:
         """The whole training state: weights, optimizer + LR schedule, RNG, Trainer state, and
         trial_state.json. Collective under DeepSpeed, so every rank must call it."""
+        t0 = time.perf_counter()
         trainer.save_model(directory)
         trainer._save_optimizer_and_scheduler(directory)      # DeepSpeed: its own checkpoint format
         trainer._save_scaler(directory)
         trainer._save_rng_state(directory)
         fingerprint = weights_fingerprint(trainer.model)       # collective under ZeRO-3
+        clock["saving_s"] = time.perf_counter() - t0            # counted now: a paused trial never returns
+        clock["checkpoint_s"] += clock["saving_s"]
         if trainer.is_world_process_zero():
             trainer.state.save_to_json(str(Path(directory) / "trainer_state.json"))
             _atomic_write_json(Path(directory) / "trial_state.json", {
@@ -388,10 +391,17 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
                     _log("sample answers: " + " | ".join(
                         f"{p!r} (ref {r[0]!r})" for p, r in zip(preds[:3], val.references[:3])))
             if report is not None:
+                payload = {**rec, **hparams, "trial_id": cfg.trial_id, "global_batch_size": global_batch,
+                           "epochs_planned": cfg.epochs, "data_fingerprint": splits.fingerprint}
+
+                def save(directory: str) -> None:
+                    save_checkpoint(directory)
+                    payload["checkpoint_s"] = timing()["checkpoint_s"]   # the caller reports it after saving
                 t1 = time.perf_counter()
-                report({**rec, **hparams, "trial_id": cfg.trial_id, "global_batch_size": global_batch,
-                        "epochs_planned": cfg.epochs, "data_fingerprint": splits.fingerprint}, save_checkpoint)
-                clock["checkpoint_s"] += time.perf_counter() - t1
+                clock["saving_s"] = 0.0
+                report(payload, save)
+                # the rest of the report (Tune copying the checkpoint to its storage)
+                clock["checkpoint_s"] += time.perf_counter() - t1 - clock["saving_s"]
             return metrics
 
     trainer = QATrainer(model=model, args=args, train_dataset=train.features, eval_dataset=val.features,

@@ -4,6 +4,7 @@ Each runs `bash experiments/<method>/run.slurm` exactly as a learner without SLU
 HPO_LOG_ROOT pointing at a temporary directory, and checks the CSV the parser wrote.
 """
 import csv
+import json
 import math
 import os
 
@@ -132,6 +133,27 @@ def test_pbt_exploit_continues_from_donor_weights(root, tmp_path, tiny_model):
         assert abs(loaded - fresh) > 1e-3 * fresh
         assert finite(e["eval_loss_after"])
     assert "continues from" in out
+    # A member that was paused and resumed (synchronous PBT) but never exploited ends exactly where
+    # the same trial run straight through ends: checkpoints hold the whole training state.
+    from hpo.config import TrialConfig
+    from hpo.trial import run_trial
+    job_dir = log.with_suffix("")
+    records = {json.loads(line)["trial_id"]: json.loads(line) for line in (job_dir / "trials.jsonl").open()}
+    recipients = {e["trial_id"] for e in lineage}
+    resumed = set()
+    for res in (job_dir / "pbt").glob("hpo_trial_*/result.json"):
+        for line in res.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("loaded_weights_fingerprint") is not None:
+                resumed.add(r["trial_id"])
+    candidates = sorted((resumed - recipients) & set(records))
+    assert candidates, f"no member was paused and resumed without an exploit: resumed {resumed}, {recipients}"
+    r = records[candidates[0]]
+    straight = run_trial(TrialConfig(profile="tiny", train_samples=160, eval_samples=16, epochs=3,
+                                     learning_rate=r["learning_rate"], batch_size=r["batch_size"],
+                                     weight_decay=r["weight_decay"], seed=0, num_threads=1,
+                                     output_dir=str(tmp_path / "straight")))
+    assert straight["eval_loss"] == pytest.approx(r["eval_loss"], abs=1e-4)
 
 
 def test_bayesopt_suggestions_stay_in_bounds(root, tmp_path):
@@ -192,3 +214,21 @@ def test_best_of_a_ray_trial_reruns_the_same_training_run(root, tmp_path):
     for col in ("batch_size", "global_batch_size", "epochs", "epochs_planned", "seed", "data_fingerprint"):
         assert rerun[col] == best[col], col
     assert float(rerun["eval_loss"]) == pytest.approx(float(best["eval_loss"]), rel=0.01)
+
+
+def test_a_trial_that_fails_before_its_first_report_still_costs_its_time(tmp_path):
+    """The recorder's row of a trial that crashed at once has its wall time, so its GPU-hours count."""
+    import argparse
+    import time
+
+    from hpo.search.recorder import TrialRecorder
+    args = argparse.Namespace(method="asha", job_dir=tmp_path, epochs=2, seed=0, gpus_per_trial=1.0,
+                              cpus_per_trial=4.0)
+    rec = TrialRecorder(args)
+    trial = argparse.Namespace(trial_id="t1", config={"learning_rate": 1e-3, "batch_size": 8, "weight_decay": 0.0})
+    rec.on_trial_start(0, [], trial)
+    time.sleep(0.2)
+    rec.on_trial_error(1, [], trial)
+    (row,) = rec.rows()
+    assert row["status"] == "error" and row["wall_s"] >= 0.2 and row["gpu_hours"] > 0
+    assert row["epochs_planned"] == 2 and row["eval_loss"] is None
