@@ -24,6 +24,7 @@ from hpo import logfmt
 from hpo.logparse import LogError, parse_log
 from hpo.report import format_summary, job_summary
 from hpo.schema import csv_text, make_row, read_csv, write_csv, write_records
+from rows import ray_row
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "tests" / "fixtures" / "logs"
@@ -340,21 +341,12 @@ def test_cli_summary_json_goes_next_to_the_csv(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.out", "out"]
 
 
-def _ray_row(**kw):
-    base = dict(method="asha", job_id="900", trial_id="trial_00001", status="stopped_early",
-                learning_rate=3e-5, batch_size=8, weight_decay=0.0, seed=0, epochs=1,
-                eval_loss=1.5, exact_match=30.0, f1=40.0, train_runtime_s=100.0, wall_s=120.0,
-                gpus=1, cpus=4, tokens_per_s=1000.0)
-    base.update(kw)
-    return base
-
-
 def test_cli_records_route(tmp_path):
     log = _write_log(tmp_path, _job_lines("900", gpus=4, cpus=16) + [
         "[eval] trial=trial_00001 epoch=1.00 step=5 eval_loss=1.5 exact_match=30 f1=40 "
         "learning_rate=3e-05 batch_size=8 weight_decay=0",
         "===== JOB 900 FINISH : 2025-01-01 10:10:00 UTC (rc=0, elapsed=600.0s) ====="], "hpo-asha-900.out")
-    rec = write_records([_ray_row(), _ray_row(trial_id="trial_00002", status="completed", eval_loss=1.2)],
+    rec = write_records([ray_row(), ray_row(trial_id="trial_00002", status="completed", eval_loss=1.2)],
                         tmp_path / "trials.jsonl")
     res = _cli(log, "--records", rec)
     assert res.returncode == 0, res.stderr

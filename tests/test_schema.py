@@ -14,6 +14,7 @@ from hpo import schema
 from hpo.logparse import parse_log
 from hpo.schema import (COLUMNS, STATUSES, csv_text, format_value, make_row, read_csv, read_records,
                         write_csv, write_records)
+from rows import ray_row
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "tests" / "fixtures" / "logs"
@@ -72,19 +73,10 @@ def test_format_value_is_stable():
 
 # --------------------------------------------------------------------------- records (Ray route)
 
-def _ray_row(**kw):
-    base = dict(method="asha", job_id="900", trial_id="trial_00001", status="stopped_early",
-                learning_rate=3e-5, batch_size=8, weight_decay=0.0, seed=0, epochs=1,
-                eval_loss=1.5, exact_match=30.0, f1=40.0, train_runtime_s=100.0, wall_s=120.0,
-                gpus=1, cpus=4, tokens_per_s=1000.0)
-    base.update(kw)
-    return base
-
-
 def test_records_round_trip(tmp_path):
     path = tmp_path / "trials.jsonl"
-    write_records([_ray_row()], path)
-    write_records([_ray_row(trial_id="trial_00002", status="completed", eval_loss=float("nan"))],
+    write_records([ray_row()], path)
+    write_records([ray_row(trial_id="trial_00002", status="completed", eval_loss=float("nan"))],
                   path, append=True)
     rows = read_records(path)
     assert [r["trial_id"] for r in rows] == ["trial_00001", "trial_00002"]
@@ -99,13 +91,13 @@ def test_records_round_trip(tmp_path):
 def test_records_reject_bad_status_and_unknown_keys(tmp_path):
     path = tmp_path / "trials.jsonl"
     with pytest.raises(ValueError, match="status 'TERMINATED' is not one of"):
-        write_records([_ray_row(status="TERMINATED")], path)
+        write_records([ray_row(status="TERMINATED")], path)
     with pytest.raises(ValueError, match="unknown column"):
-        write_records([_ray_row(eval_los=1.0)], path)
+        write_records([ray_row(eval_los=1.0)], path)
     with pytest.raises(ValueError, match="not a number"):
-        write_records([_ray_row(eval_loss="low")], path)
+        write_records([ray_row(eval_loss="low")], path)
     assert not path.exists()                                        # nothing half-written
-    path.write_text(json.dumps(_ray_row()) + "\n" + '{"method": "asha", "trial_id": "x", "status": "done"}\n'
+    path.write_text(json.dumps(ray_row()) + "\n" + '{"method": "asha", "trial_id": "x", "status": "done"}\n'
                     + '{"method": "asha", "trial_id": "y", "sta')   # half a line: driver killed mid-append
     with pytest.raises(ValueError, match=r"trials.jsonl:2"):
         read_records(path)
