@@ -39,6 +39,8 @@ COLUMNS = [
     # epochs_planned = epochs asked for; setup/train/eval/checkpoint seconds of the trial (train_s:
     # optimizer steps only); data_fingerprint: which questions it trained and was scored on.
     "global_batch_size", "epochs_planned", "setup_s", "train_s", "eval_s", "checkpoint_s", "data_fingerprint",
+    # how often the trial crashed and was restarted from its last checkpoint (Ray methods, --max-failures)
+    "retries",
 ]
 # completed: ran all its epochs; stopped_early: a scheduler (ASHA, PBT) stopped it;
 # error: it crashed; incomplete: the job ended (scancel, walltime) while it ran.
@@ -47,7 +49,7 @@ STATUSES = ("completed", "stopped_early", "error", "incomplete")
 # Text columns; every other column is a number (or empty).
 _STR_COLUMNS = ("method", "job_id", "trial_id", "status", "data_fingerprint")
 # Must be whole numbers (a batch size of 8.5 is a bug upstream, not a value to keep).
-_INT_COLUMNS = ("batch_size", "seed", "global_batch_size")
+_INT_COLUMNS = ("batch_size", "seed", "global_batch_size", "retries")
 # Whole numbers are stored and written as ints ("2", not "2.0"); Ray may give
 # fractional GPUs per trial, so gpus/cpus/epochs stay floats when they are not whole.
 _INTEGRAL_OK = ("batch_size", "seed", "epochs", "gpus", "cpus", "global_batch_size", "epochs_planned")

@@ -3,17 +3,19 @@
 
 Run (from anywhere; the hpo package must be installed: `make venv` or `pip install -e .`):
     python scripts/parse_logs.py logs/manual/hpo-manual-4815162.out
-    python scripts/parse_logs.py logs/asha/hpo-asha-4815170.out \\
-        --records logs/asha/hpo-asha-4815170/trials.jsonl
+    python scripts/parse_logs.py logs/asha/hpo-asha-4815170.out     # finds hpo-asha-4815170/trials.jsonl
 Options:
     --records FILE       rows from a Ray driver's trials.jsonl instead of the log's RUN blocks
+                         (default: <log without .out>/trials.jsonl when it exists)
     --csv OUT            CSV path (default: the log path with .csv)
     --summary-json OUT   summary JSON path (default: the CSV path with .summary.json)
     --quiet              print only warnings and the CSV path
 
-Warnings (lines that did not parse, with line numbers) go to stderr. Exit status:
+Nothing already written is lost: if the CSV exists with MORE rows than this parse found, it
+is left as it is, the new one is written beside it (<name>.reparsed.csv) and the exit status
+is 1. Warnings (lines that did not parse, with line numbers) go to stderr. Exit status:
 0 = CSV written (also with warnings), 2 = usage error or missing/empty log (an
-existing CSV is left untouched), 1 = the outputs could not be written.
+existing CSV is left untouched), 1 = the outputs could not be written, or not over a larger CSV.
 
 The launchers run this after the JOB FINISH line, so every .out file ends with
 its summary. The work is done by the hpo package: hpo.logparse reads the log,
@@ -43,14 +45,29 @@ def default_outputs(log_path) -> tuple[Path, Path]:
     return p.with_suffix(".csv"), p.with_suffix(".summary.json")
 
 
+def records_beside(log_path) -> Path | None:
+    """A Ray job's trial records: <job dir>/trials.jsonl, the job dir being the log path without .out."""
+    p = Path(log_path).with_suffix("") / "trials.jsonl"
+    return p if p.is_file() else None
+
+
+def existing_rows(csv_path: Path) -> int:
+    """Data lines of an existing CSV (0 if none): whatever its columns, a line is a trial."""
+    if not csv_path.is_file():
+        return 0
+    with open(csv_path, encoding="utf-8", errors="replace") as f:
+        return max(0, sum(1 for line in f if line.strip()) - 1)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="parse_logs.py",
         description="Parse a job log (and Ray trial records) into the results CSV, "
                     "print the JOB SUMMARY and the markdown result table.")
     ap.add_argument("log", help="the job's .out file, e.g. logs/manual/hpo-manual-<id>.out")
-    ap.add_argument("--records", help="trials.jsonl written by a Ray driver; rows come from it "
-                                      "instead of the log's RUN blocks")
+    ap.add_argument("--records", help="trials.jsonl written by a Ray driver; rows come from it instead of "
+                                      "the log's RUN blocks [default: <log without .out>/trials.jsonl if "
+                                      "it exists]")
     ap.add_argument("--csv", help="output CSV (default: the log path with .csv)")
     ap.add_argument("--summary-json", help="output summary JSON (default: the CSV path with .summary.json)")
     ap.add_argument("--quiet", action="store_true", help="print only warnings and the CSV path")
@@ -71,6 +88,8 @@ def main(argv=None) -> int:
         return 2
     warnings = list(parsed.warnings)
     rows = parsed.rows
+    if not args.records and records_beside(args.log):
+        args.records = str(records_beside(args.log))     # a Ray method's rows live there, not in the log
     if args.records:
         try:
             rows = read_records(args.records, warnings=warnings)
@@ -91,6 +110,13 @@ def main(argv=None) -> int:
                                    "pass --records <job dir>/trials.jsonl)"))
 
     summary = job_summary(parsed.job, rows)
+    before = existing_rows(csv_path)
+    refused = None
+    if len(rows) < before:
+        # Never replace a results file with a smaller one: write beside it and say so.
+        refused = csv_path
+        csv_path = csv_path.with_name(csv_path.stem + ".reparsed.csv")
+        json_path = json_path.with_name(json_path.name.replace(".summary.json", ".reparsed.summary.json"))
     try:
         write_csv(rows, csv_path)
         atomic_write_text(json_path, json.dumps(
@@ -108,6 +134,11 @@ def main(argv=None) -> int:
         print(markdown_table(rows))
         print()
     print(f"CSV: {csv_path}")
+    if refused is not None:
+        print(f"ERROR: {refused} has {before} trial row(s) and this parse found {len(rows)}: it was NOT "
+              f"replaced; the new CSV is {csv_path} (wrong log, or a Ray log without its "
+              f"trials.jsonl? pass --records)", file=sys.stderr)
+        return 1
     return 0
 
 

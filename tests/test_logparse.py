@@ -180,7 +180,7 @@ def test_run_killed_at_finish_and_run_without_any_later_time(tmp_path):
     hard = _write_log(tmp_path, _job_lines() + [_run_start(), "loading checkpoint shards ..."], "hard.out")
     (row,) = parse_log(hard).rows
     assert row["status"] == "incomplete" and row["wall_s"] is None and row["gpu_hours"] is None
-    assert csv_text([row]).splitlines()[1].endswith(",,2,,8,,,,2,,,,,")  # epochs_planned=2 from RUN START
+    assert csv_text([row]).splitlines()[1].endswith(",,2,,8,,,,2,,,,,,")  # epochs_planned=2 from RUN START
 
 
 def test_error_row_with_nonzero_rc_and_no_eval(tmp_path):
@@ -356,3 +356,25 @@ def test_cli_records_route(tmp_path):
     assert "WARNING" not in res.stderr
     assert "**trial_00002**" in res.stdout                          # best row highlighted
     assert _cli(log, "--records", tmp_path / "nope.jsonl").returncode == 2
+
+
+def test_ray_log_reparse_finds_its_records_and_never_shrinks_a_csv(tmp_path):
+    """The README's re-parse command on a Ray method's log used to rewrite its CSV header-only."""
+    log = _write_log(tmp_path, _job_lines("901", gpus=4, cpus=16) + [
+        "===== JOB 901 FINISH : 2025-01-01 10:10:00 UTC (rc=0, elapsed=600.0s) ====="], "hpo-asha-901.out")
+    job_dir = tmp_path / "hpo-asha-901"
+    job_dir.mkdir()
+    write_records([ray_row(job_id="901"), ray_row(job_id="901", trial_id="trial_00002")], job_dir / "trials.jsonl")
+    res = _cli(log, "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert len(read_csv(tmp_path / "hpo-asha-901.csv")) == 2            # found trials.jsonl by itself
+    # the records gone (moved, deleted): the re-parse finds no rows and must not replace the CSV
+    (job_dir / "trials.jsonl").rename(tmp_path / "moved.jsonl")
+    before = (tmp_path / "hpo-asha-901.csv").read_text()
+    res = _cli(log, "--quiet")
+    assert res.returncode == 1 and "NOT replaced" in res.stderr
+    assert (tmp_path / "hpo-asha-901.csv").read_text() == before
+    assert read_csv(tmp_path / "hpo-asha-901.reparsed.csv") == []
+    # more rows than before: replaced as usual
+    res = _cli(log, "--quiet", "--records", tmp_path / "moved.jsonl")
+    assert res.returncode == 0 and len(read_csv(tmp_path / "hpo-asha-901.csv")) == 2

@@ -23,10 +23,10 @@ EXPECTED = ROOT / "tests" / "fixtures" / "expected"
 
 def test_statuses_and_columns_contract():
     assert STATUSES == ("completed", "stopped_early", "error", "incomplete")
-    assert COLUMNS[:4] == ["method", "job_id", "trial_id", "status"] and len(COLUMNS) == 26
+    assert COLUMNS[:4] == ["method", "job_id", "trial_id", "status"] and len(COLUMNS) == 27
     # appended after tokens_per_s, in this order: older readers keep their columns
     assert COLUMNS[18:] == ["tokens_per_s", "global_batch_size", "epochs_planned", "setup_s", "train_s", "eval_s",
-                            "checkpoint_s", "data_fingerprint"]
+                            "checkpoint_s", "data_fingerprint", "retries"]
     assert (EXPECTED / "manual_normal.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
 
 

@@ -41,6 +41,9 @@ def parse_args(method: str, argv=None, add_method_args=None) -> argparse.Namespa
     g.add_argument("--max-concurrent", type=int, help="concurrent trials [default: what the allocation holds]")
     g.add_argument("--gpus-per-trial", type=float, help="[default: 1 on a GPU cluster, 0 on the laptop tier]")
     g.add_argument("--cpus-per-trial", type=float, help="[default: the allocation's CPUs / concurrent trials]")
+    g.add_argument("--max-failures", type=int, default=2,
+                   help="restarts of a crashed trial (OOM, NCCL, lost node) from its last checkpoint before it "
+                        "is recorded as error [default: 2]")
     g.add_argument("--smoke", action="store_true",
                    help=f"tiny budget for tests: {SMOKE['trials']} trials x {SMOKE['epochs']} epochs on "
                         f"{SMOKE['train_samples']}/{SMOKE['eval_samples']} questions")
@@ -116,6 +119,8 @@ def _finish(a, method: str) -> None:
         raise SearchSpaceError(f"bad search space: --weight-decays must be >= 0, got {a.weight_decays}")
     if a.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {a.num_samples}")
+    if a.max_failures < 0:
+        raise ValueError(f"--max-failures must be >= 0, got {a.max_failures}")
     # one Tune iteration = one evaluation = one epoch: whole epochs only
     if a.epochs < 1 or a.epochs != int(a.epochs):
         raise ValueError(f"--epochs must be a whole number >= 1 for a search, got {a.epochs:g}")

@@ -51,7 +51,8 @@ class TrialRecorder(Callback):
     def _entry(self, trial) -> dict:
         return self.trials.setdefault(trial.trial_id, {"config": dict(trial.config), "metrics": {},
                                                        "status": "incomplete", "history": [],
-                                                       "started": time.time(), "ended": None})
+                                                       "started": time.time(), "ended": None,
+                                                       "retries": 0, "reason": None})
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._entry(trial)
@@ -72,9 +73,19 @@ class TrialRecorder(Callback):
         e["status"] = "completed" if done else "stopped_early"
         self.write()
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A trial failed and Tune restarts it from its last checkpoint (--max-failures)."""
+        e = self._entry(trial)
+        e["retries"] += 1
+        e["reason"] = failure_reason(trial)
+        print(f"[tune] trial {trial.trial_id} failed ({e['reason']}); retry {e['retries']} of "
+              f"{self.args.max_failures}, from its last checkpoint", flush=True)
+        self.write()
+
     def on_trial_error(self, iteration, trials, trial, **info):
         e = self._entry(trial)
         e["ended"] = time.time()         # a trial that fails before its first report still cost time
+        e["reason"] = failure_reason(trial)
         if not (self.interrupted and e["status"] == "incomplete"):
             e["status"] = "error"
         self.write()
@@ -92,7 +103,7 @@ class TrialRecorder(Callback):
                 tokens_per_s=m.get("tokens_per_s"), global_batch_size=m.get("global_batch_size"),
                 epochs_planned=m.get("epochs_planned") or self.args.epochs, setup_s=m.get("setup_s"),
                 train_s=m.get("train_s"), eval_s=m.get("eval_s"), checkpoint_s=m.get("checkpoint_s"),
-                data_fingerprint=m.get("data_fingerprint")))
+                data_fingerprint=m.get("data_fingerprint"), retries=e["retries"]))
         return out
 
     @staticmethod
@@ -104,6 +115,16 @@ class TrialRecorder(Callback):
 
     def write(self) -> None:
         write_records(self.rows(), self.path)
+
+
+def failure_reason(trial) -> str | None:
+    """The last line of a failed trial's traceback (Tune's error.txt), e.g. 'RuntimeError: CUDA out of memory'."""
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()] if path else []
+    except OSError:
+        lines = []
+    return lines[-1].strip()[:300] if lines else None
 
 
 def run_config(args, record: TrialRecorder, **kw):
@@ -122,6 +143,8 @@ def run_config(args, record: TrialRecorder, **kw):
     storage = Path(args.job_dir)
     storage.mkdir(parents=True, exist_ok=True)
     kw.setdefault("checkpoint_config", tune.CheckpointConfig(num_to_keep=kw.pop("num_to_keep", 2)))
+    # a crashed trial (OOM, NCCL, a lost node) restarts from its last checkpoint up to --max-failures times
+    kw.setdefault("failure_config", tune.FailureConfig(max_failures=args.max_failures))
     return tune.RunConfig(name=args.method, storage_path=str(storage), verbose=1,
                           callbacks=[record] + kw.pop("callbacks", []), **kw)
 
@@ -134,6 +157,10 @@ def finish(results, record: TrialRecorder) -> int:
             record.trials[tid]["status"] = "error"
     record.write()
     rows = record.rows()
+    for tid, e in record.trials.items():
+        if e["status"] == "error":
+            print(f"[tune] ERROR trial {tid} after {e['retries']} retries: {e['reason'] or 'see its error.txt'}",
+                  flush=True)
     for r in rows:
         if r["status"] == "stopped_early":
             print(f"[tune] {r['trial_id']} stopped early at epoch {r['epochs']:g} (a rung), "

@@ -49,6 +49,7 @@ def make(args, to_hparams=None):
         wall_before = before.get("wall_s", 0.0)       # a paused/resumed trial keeps counting its own time
 
         def report(metrics: dict, save) -> None:
+            _inject_fault(args.job_dir, trial_id, metrics)
             wall = wall_before + time.time() - t_start
             own.write_text(json.dumps({"wall_s": wall, "learning_rate": config["learning_rate"],
                                        "weight_decay": config["weight_decay"], "epoch": metrics["epoch"],
@@ -88,6 +89,25 @@ def on_ray_train(args) -> bool:
 def driver_cpus(args) -> float:
     """CPUs the Tune trial itself holds when its work runs on Ray Train workers."""
     return min(1.0, args.cpus_per_trial / 2)
+
+
+def _inject_fault(job_dir: Path, trial_id: str, metrics: dict) -> None:
+    """For the tests of the failure path: HPO_INJECT_FAULT="once:<trial number>,always:<n>" makes trial
+    number n (the last digits of its id) raise at its second evaluation — once (then it is retried
+    from its first checkpoint and completes) or every time (it ends as error). Off when unset."""
+    spec = os.environ.get("HPO_INJECT_FAULT")
+    if not spec or metrics.get("epoch", 0) < 2:
+        return
+    number = int(trial_id.rsplit("_", 1)[-1])
+    for item in spec.split(","):
+        mode, _, n = item.partition(":")
+        if int(n) != number:
+            continue
+        marker = job_dir / "faults" / trial_id
+        if mode == "always" or (mode == "once" and not marker.exists()):
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            raise RuntimeError(f"injected fault (HPO_INJECT_FAULT={spec}) in trial {trial_id}")
 
 
 def _record_exploit(job_dir: Path, trial_id: str, donor_state: dict, before: dict, config: dict) -> None:
