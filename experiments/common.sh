@@ -59,8 +59,17 @@ else
   # Same log file layout as under sbatch: everything from here on goes to the log too.
   exec > >(tee -a "$HPO_LOG") 2>&1
 fi
-# `--profile X` among the launcher's options (a sourced file sees the caller's "$@").
-_prev=""; for _a in "$@"; do [ "$_prev" = --profile ] && HPO_PROFILE=$_a; _prev=$_a; done
+# `--profile X` and `--requeue` among the launcher's options (a sourced file sees the caller's "$@").
+HPO_REQUEUE=${HPO_REQUEUE:-0}
+_prev=""; for _a in "$@"; do
+  [ "$_prev" = --profile ] && HPO_PROFILE=$_a
+  [ "$_a" = --requeue ] && HPO_REQUEUE=1
+  _prev=$_a
+done
+# A job that requeued itself (--requeue) restarts under the same id: it continues its own search.
+if [ "$HPO_REQUEUE" = 1 ] && [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then
+  export HPO_RESUME=$HPO_JOB_ID
+fi
 # Can the GPUs of this job compute? The practice cluster's (practice/local_slurm.sh) are emulated:
 # scheduled like real ones, but no driver behind them. Decided once here; the launchers and
 # drivers read HPO_CUDA (1/0) instead of probing again.
@@ -85,6 +94,11 @@ HPO_CSV=${HPO_LOG%.out}.csv
 mkdir -p "$HPO_JOB_DIR"
 export HPO_TIER HPO_JOB_ID HPO_JOB_NAME HPO_NODES HPO_GPUS_PER_NODE HPO_CPUS_PER_NODE HPO_GPUS HPO_CPUS \
        HPO_PROFILE HPO_LOG HPO_JOB_DIR HPO_CSV
+# Leftover marker, unique per job (a job id can come back): every process this job starts inherits
+# it — Ray head/workers of the srun steps and the `ray::` workers they fork, the driver, trials and
+# their children, torchrun ranks, Ray Train workers — so whatever still runs after the job is found
+# by its environment, not its command line (tests/leftovers.py scans /proc/*/environ for it).
+export HPO_JOB_TAG=$HPO_JOB_ID-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
 
 # ------------------------------------------------------------------ site setup
 # The one overridable place for `module load` / `conda activate`. Then the
@@ -136,7 +150,7 @@ hpo_after_finish() { HPO_FINAL_HOOKS+=("$*"); }
 HPO_T0=$(date +%s.%N)
 hpo_finish() {
   local rc=$? i
-  trap - EXIT TERM INT
+  trap - EXIT TERM INT USR1
   for ((i = ${#HPO_EXIT_HOOKS[@]} - 1; i >= 0; i--)); do eval "${HPO_EXIT_HOOKS[i]}" || true; done
   LC_ALL=C printf '===== JOB %s FINISH : %s (rc=%d, elapsed=%.1fs) =====\n' "$HPO_JOB_ID" "$(date '+%F %T %Z')" "$rc" \
     "$(awk -v a="$HPO_T0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')"
@@ -145,7 +159,32 @@ hpo_finish() {
   for i in "${HPO_FINAL_HOOKS[@]}"; do eval "$i" || true; done
   exit "$rc"
 }
+# Walltime or preemption: every run.slurm asks SLURM for USR1 a few minutes before the end
+# (#SBATCH --signal=B:USR1@300; by hand: scancel --batch --signal=USR1 <job id>). The search then
+# stops cleanly — trials keep their last checkpoints, the CSV is written with `incomplete` rows,
+# and the log's last lines print the command that resumes it. With --requeue the job requeues
+# itself instead and, restarted under the same id, continues where it stopped.
+hpo_on_usr1() {
+  local i rc=0
+  trap - USR1
+  echo "[job] received USR1 (walltime or preemption warning): stopping the search cleanly"
+  if [ -n "$HPO_CHILD" ]; then
+    kill -USR1 "$HPO_CHILD" 2>/dev/null
+    for ((i = 0; i < ${HPO_STOP_WAIT_S:-240} * 10; i++)); do kill -0 "$HPO_CHILD" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$HPO_CHILD" 2>/dev/null; then
+      echo "[job] the search did not stop within ${HPO_STOP_WAIT_S:-240} s: killing it"
+      kill -KILL "$HPO_CHILD" 2>/dev/null
+    fi
+    wait "$HPO_CHILD" 2>/dev/null; rc=$?
+  fi
+  if [ "$HPO_REQUEUE" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+    echo "[job] --requeue: requeueing job $SLURM_JOB_ID; it restarts under the same id and resumes its search"
+    scontrol requeue "$SLURM_JOB_ID" || echo "[job] scontrol requeue failed: resume by hand (command above)"
+  fi
+  exit "$rc"
+}
 trap hpo_finish EXIT
+trap hpo_on_usr1 USR1
 trap 'echo "[job] received SIGTERM (scancel or walltime): stopping"; hpo_stop_child TERM; exit 143' TERM
 trap 'echo "[job] interrupted"; hpo_stop_child INT; exit 130' INT
 

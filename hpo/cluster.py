@@ -4,6 +4,10 @@ Run: imported by every Ray driver (`from hpo.cluster import connect_ray`), and u
 as a command by cluster/ray_cluster.sh to wait until the job's Ray cluster is complete:
 
     python -m hpo.cluster wait --address 127.0.1.1:21010 --nodes 2 --gpus 4 --timeout 60
+    python -m hpo.cluster wait --address-file $HPO_JOB_DIR/ray-ports/n1.env --nodes 2 --gpus 4
+
+(--address-file: the head's ports file, written by cluster/ray_cluster.sh once the head's
+GCS listens; followed if the head has to move to other ports during the boot.)
 
 `connect_ray()` decides by the environment, so the same driver runs on both tiers:
 
@@ -123,48 +127,85 @@ def _nodes_via_gcs(client) -> list[tuple[str, str, float, float]]:
     return out
 
 
-def wait_for_cluster(address: str, nodes: int, gpus: int, timeout: float,
-                     quiet: bool = False) -> bool:
+def address_from_ports_file(path: str) -> str | None:
+    """The head's GCS address from its ports file (cluster/ray_cluster.sh), None while there is none.
+
+    The file is KEY=VALUE lines; one left by another run (same job dir, or this job
+    before a requeue: `job`/`restart` differ from SLURM_JOB_ID/SLURM_RESTART_COUNT) counts as none.
+    """
+    try:
+        os.listdir(os.path.dirname(path) or ".")  # an NFS client then sees a new file at once
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    kv = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    if "SLURM_JOB_ID" in os.environ and (kv.get("job"), kv.get("restart")) != (
+            os.environ["SLURM_JOB_ID"], os.environ.get("SLURM_RESTART_COUNT") or "0"):
+        return None
+    host, sep, port = kv.get("gcs_address", "").rpartition(":")
+    return f"{host}:{port}" if sep and host and port.isdigit() else None
+
+
+def _gcs_poller(address: str):
+    """A function returning the alive nodes of the cluster at `address` (see wait_for_cluster)."""
+    try:
+        from ray._raylet import GcsClient  # private; present in ray 2.x
+        client = GcsClient(address=address)
+        return lambda: _nodes_via_gcs(client)
+    except Exception:  # pragma: no cover - other ray versions
+        import ray
+        ray.shutdown()
+        ray.init(address=address, log_to_driver=False)
+        return lambda: [(n["NodeManagerHostname"], n["NodeManagerAddress"],
+                         n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0))
+                        for n in ray.nodes() if n["Alive"]]
+
+
+def wait_for_cluster(address: str | None, nodes: int, gpus: int, timeout: float,
+                     quiet: bool = False, address_file: str | None = None) -> bool:
     """Poll the GCS at `address` until `nodes` nodes with `gpus` GPUs in total are alive.
 
+    With `address_file` the address is read from that ports file instead, as soon as it
+    appears, and followed when it changes (the head moved to other ports during the boot).
     Returns True when complete, False on timeout (after printing who has joined).
     Uses ray's internal GcsClient (no ray.init, no driver worker) so it is cheap;
     falls back to ray.init()+ray.nodes() if that private API is missing.
     """
     deadline = time.time() + timeout
-    host, _, port = address.rpartition(":")
-    # GcsClient blocks ~40 s when nothing listens: probe the port first.
-    while not _port_open(host, int(port)):
-        if time.time() > deadline:
-            print(f"[ray] wait: nothing listens on the head's GCS port {address} after {timeout:g}s", flush=True)
-            return False
-        time.sleep(0.1)
-
-    try:
-        from ray._raylet import GcsClient  # private; present in ray 2.x
-        client = GcsClient(address=address)
-        poll = lambda: _nodes_via_gcs(client)  # noqa: E731
-    except Exception:  # pragma: no cover - other ray versions
-        import ray
-        ray.init(address=address, log_to_driver=False)
-        poll = lambda: [(n["NodeManagerHostname"], n["NodeManagerAddress"],  # noqa: E731
-                         n["Resources"].get("CPU", 0.0), n["Resources"].get("GPU", 0.0))
-                        for n in ray.nodes() if n["Alive"]]
-
+    current, poll = (None if address_file else address), None
     joined: list = []
     while True:
-        try:
-            joined = poll()
-        except Exception as exc:  # GCS restarting or gone: keep trying until the deadline
-            if not quiet:
-                print(f"[ray] wait: GCS query failed ({type(exc).__name__}); retrying", flush=True)
-        have_gpus = sum(g for *_, g in joined)
-        if len(joined) >= nodes and have_gpus >= gpus:
-            return True
+        if address_file:
+            new = address_from_ports_file(address_file)
+            if new != current:
+                if current and not quiet:
+                    print(f"[ray] wait: the head moved from {current} to {new}", flush=True)
+                current, poll, joined = new, None, []
+        if current and poll is None:
+            host, _, port = current.rpartition(":")
+            # GcsClient blocks ~40 s when nothing listens: probe the port first.
+            if _port_open(host, int(port)):
+                poll = _gcs_poller(current)
+        if poll is not None:
+            try:
+                joined = poll()
+            except Exception as exc:  # GCS restarting or gone: keep trying until the deadline
+                if not quiet:
+                    print(f"[ray] wait: GCS query failed ({type(exc).__name__}); retrying", flush=True)
+            have_gpus = sum(g for *_, g in joined)
+            if len(joined) >= nodes and have_gpus >= gpus:
+                return True
         if time.time() > deadline:
-            names = " ".join(f"{h}({ip}: {c:g} CPU, {g:g} GPU)" for h, ip, c, g in sorted(joined)) or "none"
-            print(f"[ray] wait: timed out after {timeout:g}s with {len(joined)}/{nodes} nodes, "
-                  f"{have_gpus:g}/{gpus} GPUs; joined: {names}", flush=True)
+            if not current:
+                print(f"[ray] wait: the head wrote no GCS address to {address_file} within {timeout:g}s", flush=True)
+            elif poll is None:
+                print(f"[ray] wait: nothing listens on the head's GCS port {current} after {timeout:g}s", flush=True)
+            else:
+                have_gpus = sum(g for *_, g in joined)
+                names = " ".join(f"{h}({ip}: {c:g} CPU, {g:g} GPU)" for h, ip, c, g in sorted(joined)) or "none"
+                print(f"[ray] wait: timed out after {timeout:g}s with {len(joined)}/{nodes} nodes, "
+                      f"{have_gpus:g}/{gpus} GPUs; joined: {names}", flush=True)
             print("JOINED " + " ".join(h for h, *_ in joined), flush=True)
             return False
         time.sleep(0.1)
@@ -178,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("wait", help="wait until N nodes and G GPUs have joined the Ray cluster")
     w.add_argument("--address", default=os.environ.get("RAY_ADDRESS", ""),
                    help="head GCS address host:port (default $RAY_ADDRESS)")
+    w.add_argument("--address-file", default="",
+                   help="read the address from the head's ports file (cluster/ray_cluster.sh) instead")
     w.add_argument("--nodes", type=int, required=True, help="nodes expected")
     w.add_argument("--gpus", type=int, default=0, help="GPUs expected in total")
     w.add_argument("--timeout", type=float, default=60.0, help="seconds before giving up (exit 1)")
@@ -185,11 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "wait":
         host, sep, port = args.address.rpartition(":")
-        if not sep or not host or not port.isdigit():
+        if not args.address_file and (not sep or not host or not port.isdigit()):
             parser.error(f"--address must be host:port, got {args.address!r}")
         if args.nodes < 1 or args.gpus < 0 or args.timeout <= 0:
             parser.error("need --nodes >= 1, --gpus >= 0 and --timeout > 0")
-        return 0 if wait_for_cluster(args.address, args.nodes, args.gpus, args.timeout, args.quiet) else 1
+        ok = wait_for_cluster(args.address, args.nodes, args.gpus, args.timeout, args.quiet,
+                              address_file=args.address_file or None)
+        return 0 if ok else 1
     return 2  # pragma: no cover
 
 

@@ -120,6 +120,9 @@ class TrialConfig:
     save_model: bool = _opt(False, "keep the final weights in OUTPUT_DIR/model", run=True)
     resume_from: str | None = _opt(None, "checkpoint directory (weights + trial_state.json) to continue from",
                                    run=True)
+    checkpoint_dir: str | None = _opt(None, "after every evaluation keep the whole training state here (the "
+                                            "latest only), so an interrupted run can continue (--resume-from)",
+                                      run=True)
     extra: dict = field(default_factory=dict, metadata={"cli": False})   # into metrics.json (e.g. Tune ids)
 
     # ------------------------------------------------------------------------- defaults + checks
@@ -232,7 +235,7 @@ def add_trial_options(ap: argparse.ArgumentParser, *, exclude=(), run_fields: bo
     return group
 
 
-PATH_FIELDS = ("model", "dataset", "deepspeed", "output_dir", "resume_from")
+PATH_FIELDS = ("model", "dataset", "deepspeed", "output_dir", "resume_from", "checkpoint_dir")
 
 
 def absolute_paths(namespace) -> None:

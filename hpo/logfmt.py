@@ -40,6 +40,8 @@ RUN_END = re.compile(r"^===== RUN (?P<k>\d+)/(?P<n>\d+) END (?P<kv>.*?) : (?P<da
 JOB_INFO = "[job] "
 # cluster/ray_cluster.sh: "[ray] cluster up: 2 node(s), ...; boot 4.8 s after job start (...)"
 RAY_UP = "[ray] cluster up:"
+# the drivers, when --resume continues an earlier job's search: "... RESUMED from job <id> (<dir>): ..."
+RESUMED = re.compile(r"RESUMED from job (\S+)")
 RAY_BOOT = re.compile(r"boot ([\d.]+) s after job start")
 EVAL = "[eval] "
 RESULT = "[result] "

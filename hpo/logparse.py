@@ -147,7 +147,8 @@ class _Parser:
         self.method_hint = method
         self.job = {k: None for k in (
             "job_id", "method", "job_name", "tier", "profile", "nodes", "gpus", "cpus",
-            "host", "log", "start", "finish", "rc", "elapsed_s", "last_time", "runs_planned", "ray_boot_s")}
+            "host", "log", "start", "finish", "rc", "elapsed_s", "last_time", "runs_planned", "ray_boot_s",
+            "resumed_from")}
         self.rows: list[dict] = []
         self.history: dict[str, list[dict]] = {}
         self.warnings: list[LogWarning] = []
@@ -194,6 +195,9 @@ class _Parser:
             self.job_marker(lineno, line)
         elif line.startswith("===== RUN "):
             self.run_marker(lineno, line)
+        elif line.startswith(("[tune] ", "[job] ")) and logfmt.RESUMED.search(line):
+            if self.job["resumed_from"] is None:     # a resumed search: its rows include the earlier job's
+                self.job["resumed_from"] = logfmt.RESUMED.search(line).group(1)
         elif line.startswith(logfmt.JOB_INFO):
             self.job_info(lineno, line)
         elif line.startswith(logfmt.EVAL):

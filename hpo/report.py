@@ -139,6 +139,7 @@ def job_summary(job: dict, rows) -> dict:
         "trial_gpu_hours": trial_gpu_h, "trial_cpu_hours": trial_cpu_h,
         "training_share": share, "share_basis": basis, "breakdown": breakdown,
         "n_trials": counts, "runs_planned": job.get("runs_planned"), "note": note,
+        "resumed_from": job.get("resumed_from"),
     }
 
 
@@ -203,6 +204,8 @@ def format_summary(summary: dict) -> str:
         *_format_breakdown(s.get("breakdown"), s["share_basis"]),
         f"trials             : {n['total']}{planned} (" + ", ".join(f"{k} {n[k]}" for k in STATUSES) + ")",
     ]
+    if s.get("resumed_from"):
+        lines.append(f"resumed from       : job {s['resumed_from']} (the trials' rows and hours include that job's)")
     if s.get("note"):
         lines.append(f"note               : {s['note']}")
     lines.append("-" * len(head))

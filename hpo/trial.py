@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -448,11 +449,31 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
 
 
 # ----------------------------------------------------------------------------- CLI
+def keep_latest_checkpoint(directory: str) -> ReportFn:
+    """A report hook for a run outside Ray (the manual grid): after every evaluation the whole
+    training state goes to `directory`, replacing the previous one only once it is complete."""
+    d = Path(directory)
+    tmp, old = d.with_name(d.name + ".tmp"), d.with_name(d.name + ".old")
+
+    def report(metrics: dict, save) -> None:
+        main = int(os.environ.get("RANK", "0")) == 0
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        save(str(tmp))                                   # every rank: collective under DeepSpeed
+        if main:
+            if d.exists():
+                d.rename(old)
+            tmp.rename(d)
+            shutil.rmtree(old, ignore_errors=True)
+    return report
+
+
 def main(argv=None) -> int:
     args = trial_parser().parse_args(argv)
     cfg = trial_config_from(args)
     try:
-        run_trial(cfg, started_at=_process_start_time())
+        run_trial(cfg, keep_latest_checkpoint(cfg.checkpoint_dir) if cfg.checkpoint_dir else None,
+                  started_at=_process_start_time())
     except (ConfigError, DataError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2

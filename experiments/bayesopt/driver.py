@@ -83,6 +83,8 @@ def main(argv=None) -> int:
                                     search_alg=searcher),
         run_config=recorder.run_config(args, record),
     )
+    if args.resume:                        # continue an interrupted search where it stopped (--resume)
+        tuner = recorder.restore(args, record, trainable.make(args, to_hparams), param_space)
     results = tuner.fit()
 
     # ------------------------------------------------------------------------- 5. results

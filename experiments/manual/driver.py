@@ -25,10 +25,11 @@ import time
 from pathlib import Path
 
 from hpo import logfmt
-from hpo.config import HYPERPARAMETERS, PROFILES, SMOKE, TrialConfig, add_trial_options, trial_config_from
+from hpo.config import (HYPERPARAMETERS, PROFILES, SMOKE, TrialConfig, absolute_paths, add_trial_options,
+                        trial_config_from)
 from hpo.report import best_row, describe_best
 from hpo.schema import make_row, read_csv
-from hpo.search.options import SearchSpaceError, comma_list
+from hpo.search.options import SearchSpaceError, comma_list, print_resume_command, resume_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,6 +48,14 @@ def parse_args(argv=None):
     g.add_argument("--smoke", action="store_true",
                    help=f"tiny budget for tests: 2 runs x {SMOKE['epochs']} epochs on {SMOKE['train_samples']}/"
                         f"{SMOKE['eval_samples']} questions")
+    g.add_argument("--resume", metavar="JOB", default=os.environ.get("HPO_RESUME") or None,
+                   help="continue an interrupted grid: the job id or job directory of the earlier job (same "
+                        "options): finished runs are not run again, an interrupted one continues from its "
+                        "last checkpoint")
+    g.add_argument("--requeue", action="store_true", help="requeue on the walltime warning (read by run.slurm)")
+    g.add_argument("--no-checkpoints", action="store_true",
+                   help="do not keep each run's latest training state (then --resume reruns an interrupted "
+                        "run from its start; BLOOM-560M: saves ~6.7 GB writes per epoch)")
     g.add_argument("--gpus-per-run", type=int, default=1,
                    help="GPUs of the node each run uses, data-parallel under torchrun [default: 1, like one "
                         "Ray trial, so a run here and a trial there are the same training run; with N > 1 "
@@ -55,6 +64,7 @@ def parse_args(argv=None):
     add_trial_options(ap, exclude=HYPERPARAMETERS, run_fields=False, defaults_from_config=False,
                       title="each run (the same options as scripts/train.py)")
     a = ap.parse_args(argv)
+    a.method = "manual"
     a.profile = a.profile or os.environ.get("HPO_PROFILE") or "tiny"
     if a.smoke:                       # command line > --smoke > profile
         for k in ("train_samples", "eval_samples", "epochs"):
@@ -81,6 +91,8 @@ def parse_args(argv=None):
             a.deepspeed = None
         if a.gpus_per_run < 1:
             raise SearchSpaceError(f"--gpus-per-run must be >= 1, got {a.gpus_per_run}")
+        absolute_paths(a)
+        a.resume_dir = resume_dir(a.resume, "manual") if a.resume else None
         if a.deepspeed and not Path(a.deepspeed).is_file():
             raise SearchSpaceError(f"--deepspeed: DeepSpeed config not found: {a.deepspeed}")
     except (SearchSpaceError, ValueError, KeyError) as e:
@@ -137,20 +149,41 @@ def main(argv=None) -> int:
     job_dir = Path(os.environ.get("HPO_JOB_DIR") or REPO / "logs" / "manual" / "local")
 
     # ------------------------------------------------------------------------- 4. the runs
-    runner = Runner()
+    runner = Runner(args)
     records, failed = [], 0
+    prev = args.resume_dir
+    if prev:
+        prev_job = next((json.loads(f.read_text()).get("job_id") for f in sorted(prev.glob("*/run.json"))), None)
+        print(f"[job] RESUMED from job {prev_job or prev.name} ({prev}): finished runs are not run again, "
+              "an interrupted one continues from its last checkpoint", flush=True)
     for k, (seed, lr, bs, wd) in enumerate(grid, start=1):
         trial = f"run{k:02d}_lr{lr:g}_bs{bs}_wd{wd:g}" + (f"_s{seed}" if len(args.seeds) > 1 else "")
+        run_dir = job_dir / trial
         cfg = trial_config_from(args, learning_rate=lr, batch_size=bs, weight_decay=wd, seed=seed,
-                                trial_id=trial, output_dir=str(job_dir / trial))
+                                trial_id=trial, output_dir=str(run_dir),
+                                checkpoint_dir=None if args.no_checkpoints else str(run_dir / "checkpoint"))
         print(logfmt.run_start_line(k, n, trial, {
             "learning_rate": lr, "batch_size": bs, "weight_decay": wd, "seed": seed,
             "epochs_planned": cfg.value("epochs"), "gpus": os.environ.get("HPO_GPUS", "0"),
             "cpus": os.environ.get("HPO_CPUS", str(os.cpu_count()))}, logfmt.log_date()), flush=True)
-        t0 = time.time()
+        earlier = _earlier_run(prev, trial)
+        if earlier.get("metrics"):           # finished in the earlier job: its result, its time, once
+            print(f"[job] {trial} finished in the earlier job: not run again", flush=True)
+            print(logfmt.result_line(earlier["metrics"]), flush=True)
+            print(logfmt.run_end_line(k, n, trial, 0, earlier.get("wall_s") or 0.0, logfmt.log_date()), flush=True)
+            records.append(earlier["metrics"])
+            continue
+        if earlier.get("checkpoint"):        # interrupted there: continue from its last checkpoint
+            print(f"[job] {trial} was interrupted in the earlier job: continuing from {earlier['checkpoint']}",
+                  flush=True)
+            cfg.resume_from = earlier["checkpoint"]
+        t0 = time.time() - (earlier.get("wall_s") or 0.0)       # its time in both jobs
+        runner.start(trial, run_dir, t0)
         rc = runner.run(launch + [str(REPO / "scripts" / "train.py")] + cfg.to_argv())
-        print(logfmt.run_end_line(k, n, trial, rc, time.time() - t0, logfmt.log_date()), flush=True)
-        metrics = job_dir / trial / "metrics.json"
+        wall = time.time() - t0
+        _write_run_json(run_dir, rc, wall)
+        print(logfmt.run_end_line(k, n, trial, rc, wall, logfmt.log_date()), flush=True)
+        metrics = run_dir / "metrics.json"
         if rc == 0 and metrics.exists():
             records.append(json.loads(metrics.read_text()))
         else:
@@ -167,31 +200,60 @@ def main(argv=None) -> int:
     return 0 if failed < n else 1           # the job fails only if every run failed
 
 
-class Runner:
-    """Runs one command at a time in its own process group; SIGTERM/SIGINT (scancel, walltime,
-    Ctrl-C) are passed on to the whole group, so no rank outlives the job, and the driver exits
-    with the run's RUN block left open — the parser then marks that run incomplete."""
+def _earlier_run(prev: Path | None, trial: str) -> dict:
+    """What an earlier job (--resume) left of this run: its metrics (finished), its latest
+    checkpoint (interrupted), and the wall time it already spent."""
+    if prev is None or not (prev / trial).is_dir():
+        return {}
+    d = prev / trial
+    run = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
+    out = {"wall_s": run.get("wall_s")}
+    if (d / "metrics.json").is_file() and run.get("rc", 0) == 0:
+        out["metrics"] = json.loads((d / "metrics.json").read_text())
+    elif (d / "checkpoint" / "trial_state.json").is_file():
+        out["checkpoint"] = str(d / "checkpoint")
+    return out
 
-    def __init__(self):
-        self.child = None
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
+
+def _write_run_json(run_dir: Path, rc: int, wall_s: float) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps({"rc": rc, "wall_s": round(wall_s, 1),
+                                                  "job_id": os.environ.get("HPO_JOB_ID")}) + "\n")
+
+
+class Runner:
+    """Runs one command at a time in its own process group; SIGTERM/SIGINT (scancel, Ctrl-C) and
+    USR1 (the walltime/preemption warning) are passed on to the whole group, so no rank outlives
+    the job, and the driver exits with the run's RUN block left open — the parser then marks that
+    run incomplete; its latest checkpoint and the time it spent stay for --resume."""
+
+    def __init__(self, args):
+        self.args, self.child, self.current = args, None, None
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(sig, self._stop)
+
+    def start(self, trial: str, run_dir: Path, t0: float) -> None:
+        self.current = (trial, run_dir, t0)
 
     def run(self, cmd) -> int:
         self.child = subprocess.Popen(cmd, start_new_session=True)
         rc = self.child.wait()
-        self.child = None
+        self.child, self.current = None, None
         return rc
 
     def _stop(self, signum, frame):
         if self.child is not None and self.child.poll() is None:
-            os.killpg(self.child.pid, signum)
+            os.killpg(self.child.pid, signal.SIGTERM if signum == signal.SIGUSR1 else signum)
             try:
                 self.child.wait(timeout=float(os.environ.get("HPO_TERM_WAIT_S", "8")))
             except subprocess.TimeoutExpired:
                 os.killpg(self.child.pid, signal.SIGKILL)
+        if self.current is not None:
+            trial, run_dir, t0 = self.current
+            _write_run_json(run_dir, -signum, time.time() - t0)        # time spent, for --resume
         print(f"[job] {signal.Signals(signum).name}: grid stopped", flush=True)
-        sys.exit(128 + signum)
+        print_resume_command(self.args)
+        sys.exit(0 if signum == signal.SIGUSR1 else 128 + signum)
 
 
 if __name__ == "__main__":

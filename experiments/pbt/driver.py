@@ -74,6 +74,8 @@ def main(argv=None) -> int:
                                     scheduler=scheduler, max_concurrent_trials=args.max_concurrent),
         run_config=recorder.run_config(args, record, num_to_keep=keep, stop={"training_iteration": args.epochs}),
     )
+    if args.resume:                        # continue an interrupted search where it stopped (--resume)
+        tuner = recorder.restore(args, record, trainable.make(args), param_space)
     results = tuner.fit()
 
     # ------------------------------------------------------------------------- 5. results

@@ -44,6 +44,12 @@ def parse_args(method: str, argv=None, add_method_args=None) -> argparse.Namespa
     g.add_argument("--max-failures", type=int, default=2,
                    help="restarts of a crashed trial (OOM, NCCL, lost node) from its last checkpoint before it "
                         "is recorded as error [default: 2]")
+    g.add_argument("--resume", metavar="JOB", default=os.environ.get("HPO_RESUME") or None,
+                   help="continue an interrupted search: the job id or job directory of the earlier job "
+                        "(its log's last lines print this command); give the same options as then")
+    g.add_argument("--requeue", action="store_true",
+                   help="on the walltime/preemption warning the job requeues itself and resumes under the "
+                        "same id (for preemptible partitions; read by run.slurm)")
     g.add_argument("--smoke", action="store_true",
                    help=f"tiny budget for tests: {SMOKE['trials']} trials x {SMOKE['epochs']} epochs on "
                         f"{SMOKE['train_samples']}/{SMOKE['eval_samples']} questions")
@@ -128,7 +134,24 @@ def _finish(a, method: str) -> None:
     if a.deepspeed and not Path(a.deepspeed).is_file():
         raise ValueError(f"--deepspeed: config file not found: {a.deepspeed}")
     absolute_paths(a)
+    a.resume_dir = resume_dir(a.resume, method) if a.resume else None
     _resources(a)
+
+
+def resume_dir(value: str, method: str) -> Path:
+    """The job directory of an earlier job, from its id (logs/<method>/<name>-<id>/) or its path."""
+    p = Path(value).expanduser()
+    if not p.is_dir():
+        logs = Path(os.environ.get("HPO_LOG_ROOT") or REPO / "logs") / method
+        found = sorted(d for d in logs.glob(f"*-{value}") if d.is_dir())
+        if len(found) != 1:
+            raise ValueError(f"--resume {value}: {'no' if not found else 'more than one'} job directory "
+                             f"{logs}/*-{value}" + (f" ({', '.join(map(str, found))})" if found else "")
+                             + "; give the job id of an earlier job of this method, or its directory")
+        p = found[0]
+    if method != "manual" and not (p / method / "tuner.pkl").is_file():
+        raise ValueError(f"--resume {value}: {p} holds no {method} search to continue (no {method}/tuner.pkl)")
+    return p.resolve()
 
 
 def _resources(a) -> None:
@@ -169,3 +192,21 @@ def banner(args, extra: str = "") -> None:
           f"learning_rate {args.learning_rate_min:g}..{args.learning_rate_max:g} (log), "
           f"batch_size {args.batch_sizes}, weight_decay {args.weight_decays}; profile {args.profile}{extra}",
           flush=True)
+
+
+def print_resume_command(args) -> None:
+    """The exact command that continues this search (the last lines of an interrupted job's log)."""
+    import shlex
+    import sys
+    job = os.environ.get("HPO_JOB_ID") or str(getattr(args, "job_dir", "?"))
+    argv, skip = [], False
+    for a in sys.argv[1:]:                    # the same options, without an earlier --resume
+        if skip:
+            skip = False
+        elif a == "--resume":
+            skip = True
+        elif not a.startswith("--resume="):
+            argv.append(a)
+    launcher = "sbatch" if os.environ.get("HPO_TIER") == "cluster" else "bash"
+    print(f"[job] RESUME this search with: {launcher} experiments/{args.method}/run.slurm "
+          f"{shlex.join(argv + ['--resume', job])}", flush=True)

@@ -27,11 +27,15 @@ from pathlib import Path
 from ray.tune import Callback
 
 from hpo.report import best_row, describe_best
-from hpo.schema import make_row, write_records
+from hpo.schema import make_row, read_records, write_records
+from hpo.search.options import print_resume_command
 
 # What the recorder keeps of each result (the CSV's metrics + what the PBT lineage needs).
 _KEEP = ("epoch", "eval_loss", "exact_match", "f1", "trial_wall_s", "tokens_per_s", "training_iteration",
          "global_batch_size", "epochs_planned", "setup_s", "train_s", "eval_s", "checkpoint_s", "data_fingerprint")
+# A row of an earlier job, back into what the recorder keeps (a resumed trial starts from it).
+_FROM_ROW = {k: k for k in _KEEP if k not in ("epoch", "trial_wall_s", "training_iteration")}
+_FROM_ROW.update(epoch="epochs", trial_wall_s="wall_s")
 
 
 class TrialRecorder(Callback):
@@ -47,12 +51,21 @@ class TrialRecorder(Callback):
         self.path = Path(args.job_dir) / "trials.jsonl"
         self.trials: dict[str, dict] = {}
         self.interrupted = False
+        # A resumed search: the earlier job's rows stand until their trial reports again here.
+        self.previous: dict[str, dict] = {}
+        if getattr(args, "resume_dir", None):
+            self.previous = {r["trial_id"]: r for r in read_records(Path(args.resume_dir) / "trials.jsonl")} \
+                if (Path(args.resume_dir) / "trials.jsonl").is_file() else {}
+            self.write()
 
     def _entry(self, trial) -> dict:
-        return self.trials.setdefault(trial.trial_id, {"config": dict(trial.config), "metrics": {},
-                                                       "status": "incomplete", "history": [],
-                                                       "started": time.time(), "ended": None,
-                                                       "retries": 0, "reason": None})
+        if trial.trial_id not in self.trials:
+            prev = self.previous.get(trial.trial_id, {})       # resumed: what the earlier job reported
+            self.trials[trial.trial_id] = {
+                "config": dict(trial.config), "status": "incomplete", "history": [],
+                "metrics": {k: prev.get(c) for k, c in _FROM_ROW.items() if prev.get(c) is not None},
+                "started": time.time(), "ended": None, "retries": prev.get("retries") or 0, "reason": None}
+        return self.trials[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._entry(trial)
@@ -91,7 +104,7 @@ class TrialRecorder(Callback):
         self.write()
 
     def rows(self) -> list[dict]:
-        out = []
+        out = [r for tid, r in self.previous.items() if tid not in self.trials]
         for tid, e in self.trials.items():
             m, hp = e["metrics"], self.decode(e["config"])
             out.append(make_row(
@@ -132,14 +145,16 @@ def run_config(args, record: TrialRecorder, **kw):
     trials.jsonl current; SIGTERM stops the search gracefully."""
     from ray import tune
 
-    def on_sigterm(signum, frame):
-        # scancel/walltime send SIGTERM; Tune stops *gracefully* on SIGINT (saves its state and
-        # fit() returns), so the driver still writes every trial's row before the job ends.
+    def on_stop(signum, frame):
+        # scancel sends SIGTERM, the walltime/preemption warning USR1 (#SBATCH --signal=B:USR1@300).
+        # Tune stops *gracefully* on SIGINT (saves the experiment state and fit() returns), so the
+        # driver still writes every trial's row, and --resume continues the search later.
         record.interrupted = True
-        print("[tune] SIGTERM: stopping the experiment gracefully (trials still running -> incomplete)",
-              flush=True)
+        print(f"[tune] {signal.Signals(signum).name}: stopping the search gracefully (trials still running "
+              "-> incomplete; their last checkpoints are kept for --resume)", flush=True)
         os.kill(os.getpid(), signal.SIGINT)
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGUSR1, on_stop)
     storage = Path(args.job_dir)
     storage.mkdir(parents=True, exist_ok=True)
     kw.setdefault("checkpoint_config", tune.CheckpointConfig(num_to_keep=kw.pop("num_to_keep", 2)))
@@ -167,11 +182,37 @@ def finish(results, record: TrialRecorder) -> int:
                   f"eval_loss {r['eval_loss']:.4f}", flush=True)
     print(f"[tune] {len(rows)} trials -> {record.path}", flush=True)
     best = best_row(rows)
+    # Stopped before every trial finished (SIGTERM, or USR1 which Tune itself turns into a graceful
+    # stop): say how to continue.
+    if record.interrupted or any(e["status"] == "incomplete" for e in record.trials.values()):
+        print_resume_command(record.args)
     if best is None:
         print("[tune] ERROR: no trial produced an eval_loss; see the trial errors above", flush=True)
         return 1
     print(f"[tune] {describe_best(best)}", flush=True)
     return 0
+
+
+def restore(args, record: TrialRecorder, trainable_fn, param_space: dict):
+    """Tune's own resume (Tuner.restore) of the earlier job's search in args.resume_dir: finished
+    trials stay finished, unfinished and errored ones continue from their last checkpoints."""
+    from ray import tune
+    prev = Path(args.resume_dir)
+    new = Path(args.job_dir)
+    if prev != new:      # what the trials wrote about themselves (own time, lr/wd before an exploit)
+        if (prev / "trial_state").is_dir():
+            shutil.copytree(prev / "trial_state", new / "trial_state", dirs_exist_ok=True)
+        if (prev / "exploits.jsonl").is_file() and not (new / "exploits.jsonl").exists():
+            shutil.copyfile(prev / "exploits.jsonl", new / "exploits.jsonl")
+    done = sum(1 for r in record.previous.values() if r["status"] in ("completed", "stopped_early"))
+    prev_job = next((r["job_id"] for r in record.previous.values() if r.get("job_id")), prev.name)
+    print(f"[tune] RESUMED from job {prev_job} ({prev}): {len(record.previous)} trial(s) "
+          f"there, {done} finished; the others continue from their last checkpoints", flush=True)
+    tuner = tune.Tuner.restore(str(prev / args.method), trainable=trainable_fn, param_space=param_space,
+                               resume_unfinished=True, resume_errored=True)
+    # The restored run config holds the earlier job's recorder (pickled): this job's replaces it.
+    tuner._local_tuner.get_run_config().callbacks = [record]
+    return tuner
 
 
 def write_pbt_lineage(args, record: TrialRecorder) -> Path:

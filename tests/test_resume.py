@@ -1,0 +1,99 @@
+"""Walltime and preemption: USR1 stops a search cleanly, `--resume <job id>` continues it.
+
+Run:  .venv/bin/python -m pytest -q tests/test_resume.py          (~4 min, laptop tier, CPU)
+
+USR1 is what every run.slurm asks SLURM to send 5 minutes before the time limit
+(`#SBATCH --signal=B:USR1@300`); here the test sends it to the launcher, as SLURM does to the batch shell.
+"""
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _env(tmp_path, job_id):
+    env = dict(os.environ)
+    env.update(HPO_LOG_ROOT=str(tmp_path), HPO_JOB_ID=job_id, RAY_AUTH_MODE="disabled", SLURM_JOB_ID="")
+    return env
+
+
+def _start(root, tmp_path, method, job_id, *args):
+    log = tmp_path / method / f"hpo-{method}-{job_id}.out"
+    proc = subprocess.Popen(["bash", str(root / f"experiments/{method}/run.slurm"), *args], cwd=root,
+                            env=_env(tmp_path, job_id), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, log
+
+
+def _usr1_when(proc, log, needle, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and needle in log.read_text():
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, log.read_text()[-3000:]
+    assert needle in log.read_text(), log.read_text()[-3000:]
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return {r["trial_id"]: r for r in csv.DictReader(f)}
+
+
+def test_ray_search_stopped_by_usr1_resumes_where_it_stopped(root, tmp_path):
+    args = ["--smoke", "--num-samples", "2", "--epochs", "4", "--grace-period", "4"]
+    proc, log = _start(root, tmp_path, "asha", "first", *args)
+    _usr1_when(proc, log, "[eval] trial=")
+    out = log.read_text()
+    first = _rows(log.with_suffix(".csv"))
+    assert len(first) == 2 and "incomplete" in {r["status"] for r in first.values()}
+    resume_line = [line for line in out.splitlines() if "RESUME this search with:" in line][-1]
+    assert resume_line.endswith("--resume first") and " ".join(args) in resume_line
+
+    p = subprocess.run(["bash", str(root / "experiments/asha/run.slurm"), *args, "--resume", "first"], cwd=root,
+                       env=_env(tmp_path, "second"), capture_output=True, text=True, timeout=900)
+    log2 = tmp_path / "asha" / "hpo-asha-second.out"
+    out2 = log2.read_text()
+    assert p.returncode == 0, out2[-4000:]
+    second = _rows(log2.with_suffix(".csv"))
+    # the whole search, each trial once, none incomplete; the resumed trials continued from a checkpoint
+    assert set(second) == set(first) and {r["status"] for r in second.values()} == {"completed"}
+    assert all(r["epochs"] == "4" for r in second.values())
+    assert "RESUMED from job first" in out2 and "[trial] resuming from" in out2
+    for tid, r in first.items():       # the time of both jobs is in the row
+        if r["wall_s"]:
+            assert float(second[tid]["wall_s"]) > float(r["wall_s"])
+    summary = json.loads(log2.with_suffix(".summary.json").read_text())
+    assert summary["resumed_from"] == "first"
+
+
+def test_manual_grid_resume_skips_finished_runs_and_continues_the_interrupted_one(root, tmp_path):
+    args = ["--smoke", "--learning-rates", "5e-3,1e-3,2e-3", "--epochs", "3"]
+    proc, log = _start(root, tmp_path, "manual", "first", *args)
+    _usr1_when(proc, log, "[eval] trial=run02_lr0.001_bs8_wd0 epoch=1.00")
+    first = _rows(log.with_suffix(".csv"))
+    assert [r["status"] for r in first.values()] == ["completed", "incomplete"]
+    assert "RESUME this search with: bash experiments/manual/run.slurm" in log.read_text()
+
+    p = subprocess.run(["bash", str(root / "experiments/manual/run.slurm"), *args, "--resume", "first"], cwd=root,
+                       env=_env(tmp_path, "second"), capture_output=True, text=True, timeout=900)
+    log2 = tmp_path / "manual" / "hpo-manual-second.out"
+    out2 = log2.read_text()
+    assert p.returncode == 0, out2[-4000:]
+    second = _rows(log2.with_suffix(".csv"))
+    assert list(second) == ["run01_lr0.005_bs8_wd0", "run02_lr0.001_bs8_wd0", "run03_lr0.002_bs8_wd0"]
+    assert {r["status"] for r in second.values()} == {"completed"}
+    assert out2.count("finished in the earlier job: not run again") == 1     # run 1 is not trained again
+    assert "run02_lr0.001_bs8_wd0 was interrupted in the earlier job: continuing from" in out2
+    assert "[trial] resuming from" in out2 and "1 epochs done" in out2       # from its epoch-1 checkpoint
+    r1, r2 = first["run01_lr0.005_bs8_wd0"], second["run01_lr0.005_bs8_wd0"]
+    assert (r2["eval_loss"], r2["wall_s"]) == (r1["eval_loss"], r1["wall_s"])   # the same result, counted once
+    run2 = json.loads((tmp_path / "manual" / "hpo-manual-first" / "run02_lr0.001_bs8_wd0" / "run.json").read_text())
+    assert float(second["run02_lr0.001_bs8_wd0"]["wall_s"]) > run2["wall_s"]       # both jobs' time
