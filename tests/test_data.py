@@ -165,3 +165,34 @@ def test_kept_unanswerable_questions_train_on_the_empty_answer(tmp_path, tiny_to
     assert [t for t in feat["labels"] if t != IGNORE_INDEX] == [tiny_tokenizer.eos_token_id]
     feat, refs = by_id["a0"]
     assert refs == ["Kesh"] and len([t for t in feat["labels"] if t != IGNORE_INDEX]) >= 2
+
+
+def test_pad_collator_pads_right_with_pad_id_mask_0_and_labels_minus_100(tiny_tokenizer, tiny_model):
+    """Training/eval batches: each row is the example, then padding: pad id, attention 0, label -100,
+    so padding adds nothing to the loss -- a batch gives the loss (sum and token count) of its examples."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from hpo.data import PadCollator
+    from hpo.trial import answer_token_loss
+    tok = tiny_tokenizer
+    long_c, long_a = "Ralo is a small country. Its capital is the city of Tarmon, by the sea.", "the city of Tarmon"
+    rows = [{"question": "What is the capital of Ralo?", "context": long_c, "id": "long",
+             "answers": {"text": [long_a], "answer_start": [long_c.index(long_a)]}},
+            {"question": "Flag?", "context": "It is blue.", "answers": {"text": ["blue"], "answer_start": [6]},
+             "id": "short"}]
+    feats = encode_split(tok, rows, max_length=128).features
+    lens = [len(f["input_ids"]) for f in feats]
+    assert lens[0] > lens[1] and tok.pad_token_id != IGNORE_INDEX
+    batch = PadCollator(tok.pad_token_id)(feats)
+    assert set(batch) == {"input_ids", "attention_mask", "labels"}
+    assert all(t.dtype == torch.long and tuple(t.shape) == (2, max(lens)) for t in batch.values())
+    for i, (f, n) in enumerate(zip(feats, lens)):
+        pad = max(lens) - n
+        assert batch["input_ids"][i].tolist() == f["input_ids"] + [tok.pad_token_id] * pad
+        assert batch["attention_mask"][i].tolist() == [1] * n + [0] * pad
+        assert batch["labels"][i].tolist() == f["labels"] + [IGNORE_INDEX] * pad
+    # the loss: every answer token (and EOS) of both examples counted once, padding never
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    (s1, n1), (s2, n2) = (answer_token_loss(model, feats, PadCollator(tok.pad_token_id), bs) for bs in (1, 2))
+    assert n1 == n2 == sum(sum(t != IGNORE_INDEX for t in f["labels"]) for f in feats)
+    assert s2 == pytest.approx(s1, rel=1e-5)

@@ -142,11 +142,15 @@ def resume_dir(value: str, method: str) -> Path:
     """The job directory of an earlier job, from its id (logs/<method>/<name>-<id>/) or its path."""
     p = Path(value).expanduser()
     if not p.is_dir():
-        logs = Path(os.environ.get("HPO_LOG_ROOT") or REPO / "logs") / method
-        found = sorted(d for d in logs.glob(f"*-{value}") if d.is_dir())
+        # where job directories are: beside this job's log (the same #SBATCH --output), the
+        # laptop tier's log root, the repository's logs/<method>/
+        places = [Path(os.environ["HPO_LOG"]).parent] if os.environ.get("HPO_LOG") else []
+        places += [Path(os.environ.get("HPO_LOG_ROOT") or REPO / "logs") / method, REPO / "logs" / method]
+        found = sorted({d.resolve() for place in places for d in place.glob(f"*-{value}") if d.is_dir()})
         if len(found) != 1:
             raise ValueError(f"--resume {value}: {'no' if not found else 'more than one'} job directory "
-                             f"{logs}/*-{value}" + (f" ({', '.join(map(str, found))})" if found else "")
+                             f"*-{value} in {', '.join(map(str, dict.fromkeys(places)))}"
+                             + (f" ({', '.join(map(str, found))})" if found else "")
                              + "; give the job id of an earlier job of this method, or its directory")
         p = found[0]
     if method != "manual" and not (p / method / "tuner.pkl").is_file():

@@ -130,6 +130,44 @@ class TrialRecorder(Callback):
         write_records(self.rows(), self.path)
 
 
+class NodeWatcher(Callback):
+    """Notices a Ray node that died mid-job (a lost SLURM node, a killed raylet): names it within
+    `every_s` seconds. Tune retries the trials that ran there on the remaining nodes (--max-failures);
+    if no remaining node can hold a trial, the search stops gracefully, resumable with --resume."""
+
+    def __init__(self, args, every_s: float = 10.0):
+        self.args, self.every_s = args, every_s
+        self.known: dict[str, str] = {}          # node id -> "hostname (ip)"
+        self.lost: set[str] = set()
+        self.last = 0.0
+
+    def on_step_begin(self, iteration, trials, **info):
+        if time.time() - self.last < self.every_s:
+            return
+        self.last = time.time()
+        import ray
+        try:
+            nodes = ray.nodes()
+        except Exception:                       # noqa: BLE001 - the GCS itself is gone: Tune will fail loudly
+            return
+        alive_cpu = alive_gpu = 0.0
+        for n in nodes:
+            nid, name = n["NodeID"], f"{n.get('NodeManagerHostname', '?')} ({n.get('NodeManagerAddress', '?')})"
+            if n.get("Alive"):
+                self.known[nid] = name
+                alive_cpu += n.get("Resources", {}).get("CPU", 0.0)
+                alive_gpu += n.get("Resources", {}).get("GPU", 0.0)
+            elif nid in self.known and nid not in self.lost:
+                self.lost.add(nid)
+                print(f"[ray] NODE LOST: {self.known[nid]} left the Ray cluster at {time.strftime('%H:%M:%S')}; "
+                      f"trials that ran there are retried on the remaining nodes (--max-failures "
+                      f"{self.args.max_failures})", flush=True)
+                if alive_gpu < self.args.gpus_per_trial or alive_cpu < min(self.args.cpus_per_trial, 1.0):
+                    print("[ray] no remaining node can hold a trial: stopping the search (resumable with "
+                          "--resume)", flush=True)
+                    os.kill(os.getpid(), signal.SIGINT)
+
+
 def failure_reason(trial) -> str | None:
     """The last line of a failed trial's traceback (Tune's error.txt), e.g. 'RuntimeError: CUDA out of memory'."""
     path = getattr(trial, "error_file", None)
@@ -161,7 +199,7 @@ def run_config(args, record: TrialRecorder, **kw):
     # a crashed trial (OOM, NCCL, a lost node) restarts from its last checkpoint up to --max-failures times
     kw.setdefault("failure_config", tune.FailureConfig(max_failures=args.max_failures))
     return tune.RunConfig(name=args.method, storage_path=str(storage), verbose=1,
-                          callbacks=[record] + kw.pop("callbacks", []), **kw)
+                          callbacks=[record, NodeWatcher(args)] + kw.pop("callbacks", []), **kw)
 
 
 def finish(results, record: TrialRecorder) -> int:
@@ -211,7 +249,7 @@ def restore(args, record: TrialRecorder, trainable_fn, param_space: dict):
     tuner = tune.Tuner.restore(str(prev / args.method), trainable=trainable_fn, param_space=param_space,
                                resume_unfinished=True, resume_errored=True)
     # The restored run config holds the earlier job's recorder (pickled): this job's replaces it.
-    tuner._local_tuner.get_run_config().callbacks = [record]
+    tuner._local_tuner.get_run_config().callbacks = [record, NodeWatcher(args)]
     return tuner
 
 
