@@ -80,3 +80,30 @@ def test_lost_worker_node_is_named_and_its_trial_retried(slurm_cluster, tmp_path
     assert any(r["status"] == "completed" and int(r["retries"]) >= 1 for r in rows.values()) or \
         all(r["status"] == "completed" for r in rows.values()), rows
     _assert_no_leftovers(jid, log)
+
+
+def test_requeue_mode_resumes_under_the_same_job_id(slurm_cluster, tmp_path):
+    """--requeue (preemptible partitions): on USR1 the job requeues itself and continues its own search."""
+    jid = submit("experiments/asha/run.slurm", tmp_path / "hpo-asha-%j.out", ["-N1", *SMALL], time_min=10,
+                 script_args=["--smoke", "--num-samples", "2", "--epochs", "4", "--grace-period", "4", "--requeue"],
+                 HPO_PROFILE="tiny", HPO_LOG_ROOT=str(tmp_path))
+    log = tmp_path / f"hpo-asha-{jid}.out"
+    _wait_for(log, "[eval] trial=", jid)
+    _run(["scancel", "--batch", "--signal=USR1", jid])
+    # SLURM holds a requeued job for about two minutes (BeginTime); the test does not wait for that
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        info = _run(["scontrol", "show", "job", jid]).stdout
+        if "Restarts=1" in info and "JobState=PENDING" in info:
+            _run(["scontrol", "update", f"JobId={jid}", "StartTime=now"])
+            break
+        time.sleep(0.5)
+    _wait_gone(jid, timeout=420)
+    _assert_completed(jid, log)
+    info = _run(["scontrol", "show", "job", jid]).stdout
+    assert "Restarts=1" in info, info
+    text = _text(log)                      # SLURM starts the log afresh for the requeued run
+    assert f"RESUMED from job {jid}" in text, text[-3000:]
+    rows = _rows(log.with_suffix(".csv"), log)
+    assert len(rows) == 2 and {r["status"] for r in rows.values()} == {"completed"}
+    _assert_no_leftovers(jid, log)
