@@ -47,6 +47,16 @@ def _rows(path):
         return {r["trial_id"]: r for r in csv.DictReader(f)}
 
 
+def _resume(root, tmp_path, method, args):
+    """Job "second": the same options + --resume first; returns (log, its text, its CSV rows)."""
+    p = subprocess.run(["bash", str(root / f"experiments/{method}/run.slurm"), *args, "--resume", "first"],
+                       cwd=root, env=_env(tmp_path, "second"), capture_output=True, text=True, timeout=900)
+    log = tmp_path / method / f"hpo-{method}-second.out"
+    out = log.read_text()
+    assert p.returncode == 0, out[-4000:]
+    return log, out, _rows(log.with_suffix(".csv"))
+
+
 def test_ray_search_stopped_by_usr1_resumes_where_it_stopped(root, tmp_path):
     args = ["--smoke", "--num-samples", "2", "--epochs", "4", "--grace-period", "4"]
     proc, log = _start(root, tmp_path, "asha", "first", *args)
@@ -57,12 +67,7 @@ def test_ray_search_stopped_by_usr1_resumes_where_it_stopped(root, tmp_path):
     resume_line = [line for line in out.splitlines() if "RESUME this search with:" in line][-1]
     assert resume_line.endswith("--resume first") and " ".join(args) in resume_line
 
-    p = subprocess.run(["bash", str(root / "experiments/asha/run.slurm"), *args, "--resume", "first"], cwd=root,
-                       env=_env(tmp_path, "second"), capture_output=True, text=True, timeout=900)
-    log2 = tmp_path / "asha" / "hpo-asha-second.out"
-    out2 = log2.read_text()
-    assert p.returncode == 0, out2[-4000:]
-    second = _rows(log2.with_suffix(".csv"))
+    log2, out2, second = _resume(root, tmp_path, "asha", args)
     # the whole search, each trial once, none incomplete; the resumed trials continued from a checkpoint
     assert set(second) == set(first) and {r["status"] for r in second.values()} == {"completed"}
     assert all(r["epochs"] == "4" for r in second.values())
@@ -82,12 +87,7 @@ def test_manual_grid_resume_skips_finished_runs_and_continues_the_interrupted_on
     assert [r["status"] for r in first.values()] == ["completed", "incomplete"]
     assert "RESUME this search with: bash experiments/manual/run.slurm" in log.read_text()
 
-    p = subprocess.run(["bash", str(root / "experiments/manual/run.slurm"), *args, "--resume", "first"], cwd=root,
-                       env=_env(tmp_path, "second"), capture_output=True, text=True, timeout=900)
-    log2 = tmp_path / "manual" / "hpo-manual-second.out"
-    out2 = log2.read_text()
-    assert p.returncode == 0, out2[-4000:]
-    second = _rows(log2.with_suffix(".csv"))
+    log2, out2, second = _resume(root, tmp_path, "manual", args)
     assert list(second) == ["run01_lr0.005_bs8_wd0", "run02_lr0.001_bs8_wd0", "run03_lr0.002_bs8_wd0"]
     assert {r["status"] for r in second.values()} == {"completed"}
     assert out2.count("finished in the earlier job: not run again") == 1     # run 1 is not trained again
