@@ -21,15 +21,16 @@
 # local Ray runtime (hpo.cluster.connect_ray).
 #
 # The same file is EXECUTED inside each srun step as `bash cluster/ray_cluster.sh node
-# INDEX` (that part resolves the node's own IP and starts Ray there).
+# INDEX` (that part resolves the node's own IP, picks free ports on that node, writes
+# them to $HPO_JOB_DIR/ray-ports/<node>.env and starts Ray there; see "Ports").
 #
 # Settings (environment; sbatch passes the submitting shell's environment on):
 #   HPO_RAY_BOOT_TIMEOUT_S  give up booting after this many seconds        (default 60)
 #   HPO_RAY_STOP_WAIT_S     teardown: wait this long for SIGTERM to work   (default 8; < KillWait)
 #   HPO_RAY_NODE_KILL_S     a node's `ray start` gets SIGKILL this long after SIGTERM (default 4)
 #   HPO_RAY_OBJECT_STORE_MB object store per node, in /dev/shm             (default 512)
-#   HPO_RAY_PORT_BASE       first port block to try (default from the job id; see "Ports")
-#   HPO_RAY_PORT_TRIES      `ray start` attempts per node when a port is taken under it (default 5)
+#   HPO_RAY_PORT_BASE       first port block to try; taken ones are skipped (default from the job id; "Ports")
+#   HPO_RAY_PORT_TRIES      `ray start` attempts per node if its ports get taken at start (default 5)
 #   HPO_RAY_TMP_ROOT        node-local dir for Ray's per-node temp dirs    (default /tmp)
 #   HPO_RAY_LOG_DIR         per-node step output + Ray daemon logs         (default $HPO_JOB_DIR/ray-nodes)
 #   HPO_RAY_DASHBOARD       1 = start the dashboard (needs ray[default])   (default 0)
@@ -41,7 +42,7 @@
 # Ports. Ray needs fixed TCP ports on every node (node manager, object manager,
 # agents, metrics, runtime-env agent; the head also GCS, dashboard, client server)
 # plus a range for its worker processes. Many jobs share a node (a class of 30!),
-# so two jobs must never use the same port on the same node.
+# and two servers cannot listen on one port of one node: the second fails to boot.
 #   * Layout: 10000-32499 (below Linux's ephemeral range 32768+, so no outgoing
 #     connection ever sits on one of them) is cut into 45 BLOCKS of 500 ports, each
 #     block into 4 node SLOTS of 125 (node index % 4): +0 GCS (head), +1 node
@@ -49,29 +50,31 @@
 #     +6 metrics, +7 dashboard, +8 client server, +10..+124 worker ports. Slots keep
 #     the head and the workers of one job apart on practice/local_slurm.sh, whose
 #     nodes all share this machine's port space.
-#   * Chosen by PROBING, not by arithmetic alone: the job id only says where to
-#     START (block job_id % 45, or HPO_RAY_PORT_BASE). Each node, in its own srun
-#     step, right before `ray start`, reads the node's sockets (/proc/net/tcp*, what
-#     `ss -tan` shows) and takes the first block whose 125 ports of its slot are all
-#     free, moving on block by block (the head from the job's block, a worker from
-#     the head's). Why: two jobs whose ids are equal modulo 45 got the same ports
-#     and the second one failed to boot. Why all 125: a running job keeps its fixed
-#     ports bound all the time, so its slot is seen as taken even while none of its
-#     worker ports happens to be in use.
+#   * Chosen by PROBING, not by arithmetic alone. The job id only says where to
+#     START: block job_id % 45 (or HPO_RAY_PORT_BASE; the blocks then run from there
+#     up to 65535). Each node, in its own srun step, right before its `ray start`,
+#     reads the node's sockets (/proc/net/tcp*, what `ss -tan` shows) and takes the
+#     first block whose 125 ports of its slot are all free, going on block by block
+#     (after the last comes the first): the head from the job's block, a worker from
+#     the head's. Why: with arithmetic alone, two jobs whose ids are equal modulo 45
+#     got the same ports, and any program on one of them broke the job. Why all 125:
+#     a running job keeps its fixed ports bound all the time, so its slot counts as
+#     taken even while none of its worker ports happens to be in use.
 #   * Written down: each node writes what it took to $HPO_JOB_DIR/ray-ports/<node>.env
-#     (shared filesystem; read it when something goes wrong). The head's file is
-#     how the workers and the readiness wait learn the GCS address: they cannot
-#     compute which block the head ended up in.
+#     (shared filesystem; the job log's "[ray] ports:" line sums them up). The head's
+#     file is how the workers and the readiness wait learn the GCS address: nobody
+#     can compute which block the head ended up in.
 #   * Race: two jobs probing at the same moment both see a block free. The window is
-#     small (probe, then `ray start` at once: GCS binds ~1 s later), and the loser's
-#     gcs_server/raylet logs "Failed to start the grpc server … port N" ("Address
-#     already in use"). Ray itself would only give up ~40 s later, so during the boot
-#     the node step watches Ray's logs for that, stops its `ray start`, says so in
-#     its log and retries from a random 1-8 blocks further on (so that two losers
-#     do not meet again), at most HPO_RAY_PORT_TRIES attempts. The head publishes
-#     its file only once its own gcs_server logged that it listens on the port, so
-#     nobody ever connects to the GCS of the job that won the race; a worker whose
-#     head moved restarts with the new address.
+#     small (probe, then `ray start` at once: its GCS binds ~1 s later), and the
+#     loser's gcs_server/raylet logs "Failed to start the grpc server … port N"
+#     ("Address already in use"). Ray itself would only give up ~40 s later, so during
+#     the boot the node step watches Ray's logs for that, kills its `ray start`, says
+#     so in ray-nodes/<node>.log (Ray's logs of that attempt: ray-nodes/<node>/attempt-N/)
+#     and retries from a random 1-8 blocks further on (two losers of one race must not
+#     meet again), at most HPO_RAY_PORT_TRIES attempts. The head writes its file only
+#     once its own gcs_server logged that it listens on the port, so nobody ever
+#     connects to the GCS of the job that won the race; a worker whose head had to
+#     move restarts with the new address.
 #
 # Deliberately no `set -euo pipefail` here: this file is sourced, and the launcher
 # owns its shell options. Everything below works with or without them.
@@ -247,7 +250,8 @@ ray_cluster_up() {
   export HPO_RAY_HEAD_NODE=$head
   local head_file=$HPO_RAY_PORTS_DIR/$head.env
   export HPO_EXPECTED_NODES=$n_nodes HPO_EXPECTED_GPUS=$((HPO_GPUS_PER_NODE * n_nodes))
-  local from="$(_ray_first_block) (job id % 45)"
+  local from
+  from="$(_ray_first_block) (job id % 45)"
   [ -n "${HPO_RAY_PORT_BASE:-}" ] && from="$HPO_RAY_PORT_BASE (HPO_RAY_PORT_BASE)"
   echo "[ray] booting Ray on $n_nodes node(s) ${_HPO_RAY_NODES[*]}: head $head," \
        "$HPO_CPUS_PER_NODE CPUs + $HPO_GPUS_PER_NODE GPUs per node, auth=$RAY_AUTH_MODE;" \
@@ -349,7 +353,8 @@ _ray_report_node() {
     if _ray_read_ports "$HPO_RAY_PORTS_DIR/$node.env"; then
       echo "[ray]   ports it chose: $_PF_first_port-$_PF_last_port, attempt $_PF_attempt ($HPO_RAY_PORTS_DIR/$node.env)"
     else
-      echo "[ray]   ports it chose: none written yet ($HPO_RAY_PORTS_DIR/$node.env)"
+      echo "[ray]   ports: none in use ($HPO_RAY_PORTS_DIR/$node.env not written; the step output says which it tried;" \
+           "logs of failed attempts: $HPO_RAY_LOG_DIR/$node/attempt-N/)"
     fi
   } >&2
 }
@@ -413,6 +418,13 @@ _ray_port_in_use() {
   local hex
   printf -v hex '%04X' "$1"
   grep -qs -E "^ *[0-9]+: [0-9A-F]+:$hex [0-9A-F]+:[0-9A-F]+ (0[0-57-9A-F]|[1-9A-F][0-9A-F]) " /proc/net/tcp /proc/net/tcp6
+}
+# _ray_descendants PID: the pids of PID's children, grandchildren, … (one per line)
+_ray_descendants() {
+  ps -e -o pid= -o ppid= | awk -v root="$1" '{ kids[$2] = kids[$2] " " $1 }
+    END { todo = root; while (todo != "") { n = split(todo, a, " "); todo = ""
+            for (i = 1; i <= n; i++) { m = split(kids[a[i]], c, " ")
+              for (j = 1; j <= m; j++) { print c[j]; todo = todo " " c[j] } } } }'
 }
 _ray_re_escape() { printf '%s' "$1" | sed 's/[][\.*^$+?(){}|]/\\&/g'; }
 
@@ -488,7 +500,7 @@ _ray_node_main() {
       [ $SECONDS -lt $boot_end ] || {
         echo "[ray-node] $node: ERROR: the head ($HPO_RAY_HEAD_NODE) wrote no GCS address to $head_file in time" >&2; return 1; }
       : "$HPO_RAY_PORTS_DIR"/*    # (listing the dir makes an NFS client notice a new file at once)
-      sleep 0.1
+      sleep 0.05
     done
     head_addr=$_PF_gcs_address head_attempt=$_PF_attempt head_block=$_PF_block
     # The head writes its address once its GCS listens, so this is normally open at once.
@@ -536,23 +548,26 @@ _ray_node_main() {
       : "$HPO_RAY_PORTS_DIR"/*
       [ -e "$HPO_RAY_PORTS_DIR/up" ] && { why=up; return; }
       [ $SECONDS -lt $boot_end ] || { why=timeout; return; }
-      if [ $role = head ] && [ $published = 0 ]; then sleep 0.1 & else sleep 0.25 & fi
+      if [ $role = head ] && [ $published = 0 ]; then sleep 0.05 & else sleep 0.25 & fi
       wait $!                                         # (returns at once on SIGTERM)
     done
   }
 
-  # Stop a failed attempt and everything it started. A `ray start` stopped before it
-  # reached its --block loop leaves its daemons behind; they all carry this node's temp
-  # dir in their command line.
+  # Discard a failed attempt: SIGKILL `ray start` and everything it started, at once
+  # (nothing in it is worth a graceful stop, and a `ray start` still booting ignores
+  # SIGTERM for seconds). Its process tree, then any daemon already orphaned: they all
+  # carry this node's temp dir in their command line.
   _ray_node_end_attempt() {
-    local i
     if [ -n "$child" ]; then
-      kill -TERM "$child" 2>/dev/null
-      for ((i = 0; i < ${HPO_RAY_NODE_KILL_S:-4} * 10; i++)); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$child" 2>/dev/null; wait "$child" 2>/dev/null; child=""
+      # shellcheck disable=SC2046  # one pid per word
+      kill -KILL "$child" $(_ray_descendants "$child") 2>/dev/null; wait "$child" 2>/dev/null; child=""
     fi
     [ -n "$killer" ] && { kill "$killer" 2>/dev/null; killer=""; }
     pkill -KILL -f -- "$(_ray_re_escape "$tmp")/session_" 2>/dev/null
+    local f dst=$HPO_RAY_LOG_DIR/$node/attempt-$attempt      # keep its daemon logs: they show the clash
+    mkdir -p "$dst" && for f in "${_RAY_DAEMON_LOGS[@]}"; do
+      [ -f "$tmp/session_latest/logs/$f" ] && cp "$tmp/session_latest/logs/$f" "$dst/"
+    done
     rm -rf "$tmp"
     [ $role = head ] && rm -f "$my_file"                # nobody may connect to it any more
   }
@@ -582,7 +597,7 @@ _ray_node_main() {
       ports+=(--address="$head_addr")
       _ray_node_write_ports
     fi
-    echo "[ray-node] $node: attempt $attempt/$tries: ports $_RP_FIRST-$_RP_LAST (block $block, slot $((idx % 4))) are free; starting Ray on them"
+    echo "[ray-node] $node: attempt $attempt/$tries: ports $_RP_FIRST-$_RP_LAST (block $block, slot $((idx % 4))) are free; starting Ray on them, $(date '+%T')"
     echo "[ray-node] ${HPO_RAY_BIN:-ray} start ${args[*]} ${ports[*]} ${extra[*]}"
     mkdir -p "$tmp"
     env -u RAY_ADDRESS "$HPO_ROOT/cluster/container_exec.sh" "${HPO_RAY_BIN:-ray}" start "${args[@]}" "${ports[@]}" "${extra[@]}" &
@@ -594,10 +609,10 @@ _ray_node_main() {
     esac
     # clash or moved: stop this attempt; try again (bounded) on other ports
     if [ $why = clash ]; then
-      v=$(grep -h -o -m1 -E 'specified port is [0-9]+' "$tmp"/session_latest/logs/* 2>/dev/null)
-      v=${v%%$'\n'*}; v=${v##* }
+      v=$(grep -h -o -m1 -E "specified port is [0-9]+|resolved for '[^']*:[0-9]+" "$tmp"/session_latest/logs/* 2>/dev/null)
+      v=${v%%$'\n'*}; v=${v##*[!0-9]}
       echo "[ray-node] $node: port ${v:-?} was taken between our check and Ray's start (another job starting at the" \
-           "same moment?); Ray's log says: ${clash_line%%$'\n'*}" | cut -c1-600
+           "same moment?); Ray's log says: ${clash_line%%$'\n'*}" | cut -c1-400
     else
       echo "[ray-node] $node: the head moved to other ports ($_PF_gcs_address, its attempt $_PF_attempt): restarting with it"
     fi

@@ -35,7 +35,8 @@
 #
 # Limitation: all nodes share the box's port space (each on its own 127.0.1.I
 # address, but services binding 0.0.0.0 collide), so jobs must pick distinct ports
-# (cluster/ray_cluster.sh derives every Ray port from the job id and node index).
+# (cluster/ray_cluster.sh gives each node its own slot of a port block and checks the ports are free,
+# starting from a block derived from the job id).
 set -euo pipefail
 
 usage() {
