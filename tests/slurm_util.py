@@ -1,7 +1,9 @@
 """Helpers for the tests that submit jobs to the local SLURM cluster (practice/local_slurm.sh).
 
 Run:  imported by tests/test_slurm_*.py; `slurm_cluster` is the session fixture that brings the
-cluster up (or SKIPS with the reason; HPO_TEST_REQUIRE_SLURM=1 turns that into a failure).
+cluster up (or SKIPS with the reason; HPO_TEST_REQUIRE_SLURM=1, or CI=true on a root Debian-like
+machine, turns that into a failure). Every job `submit` starts is watched until it leaves squeue,
+so `_assert_no_leftovers` finds every process it started (tests/leftovers.py), not only Ray's daemons.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+import leftovers as _lo
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SLURM = ROOT / "practice" / "local_slurm.sh"
@@ -49,6 +53,9 @@ def _wait_gone(*job_ids: str, timeout: float = JOB_WAIT_S, on_poll=None) -> floa
         if on_poll:
             on_poll(states)
         pending = {j for j, s in states.items() if s}
+        for j in set(job_ids) - pending:          # gone: its process watch has seen all it will see
+            if j in _WATCHES:
+                _WATCHES[j].stop()
         if not pending:
             break
         if time.time() - t0 > timeout:
@@ -72,10 +79,25 @@ def _text(out: Path) -> str:
         return f"<no output file {out}>"
 
 
-def _leftovers(job_id: str) -> list[str]:
-    """Processes or temp dirs of the job still alive/present (Ray daemons, srun steps, node wrappers)."""
-    ps = _run(["ps", "-eo", "pid,args"]).stdout.splitlines()
-    left = [line for line in ps if f"/ray-{job_id}-" in line]
+# One process watch per submitted job (tests/leftovers.py): from sbatch until the job leaves squeue
+# it records every process of the job -- SLURM_JOB_ID or HPO_JOB_TAG in its environment, a
+# descendant of such a process, or a command line naming the job's Ray temp dir /tmp/ray-<job>-<node>.
+_WATCHES: dict[str, _lo.Watch] = {}
+
+
+def _ray_cmdline(job_id: str):
+    return lambda p: f"/ray-{job_id}-" in p.cmdline
+
+
+def watch_of(job_id: str) -> _lo.Watch | None:
+    return _WATCHES.get(str(job_id))
+
+
+def _leftovers(job_id: str, wait_s: float = 0.0) -> list[str]:
+    """What of the job is still alive/present: its processes on any node (the Ray daemons and `ray::`
+    workers, srun steps, trials and their children: see tests/leftovers.py), Ray temp dirs, job steps."""
+    left = [p.describe() for p in _lo.leftovers(job_id, _WATCHES.get(job_id), wait_s=wait_s,
+                                                 extra=_ray_cmdline(job_id))]
     left += [str(p) for p in Path("/tmp").glob(f"ray-{job_id}-*")]
     steps = _run(["squeue", "-h", "-s", "-j", job_id]).stdout.strip()
     if steps:
@@ -83,11 +105,14 @@ def _leftovers(job_id: str) -> list[str]:
     return left
 
 
-def _assert_no_leftovers(job_id: str, out: Path):
-    deadline = time.time() + 3          # the job left squeue; give the kernel a moment to reap
+def _assert_no_leftovers(job_id: str, out: Path, wait_s: float = 10.0):
+    watch = _WATCHES.get(job_id)
+    if watch is not None:
+        watch.stop()
+    deadline = time.time() + wait_s     # the job left squeue; give the kernel a moment to reap
     while (left := _leftovers(job_id)) and time.time() < deadline:
         time.sleep(0.2)
-    assert not left, f"job {job_id} left processes/dirs behind: {left}\n--- {out}:\n{_text(out)}"
+    assert not left, f"job {job_id} left processes/dirs behind:\n  " + "\n  ".join(left) + f"\n--- {out}:\n{_text(out)}"
 
 
 def _assert_completed(job_id: str, out: Path):
@@ -111,16 +136,27 @@ def submit(script: str, out: Path, sbatch_args: list[str], time_min: int = 5,
            *sbatch_args, script, *script_args]
     r = _run(cmd, cwd=ROOT, env=_job_env(**env))
     assert r.returncode == 0, f"sbatch failed: {r.stderr}"
-    return r.stdout.strip().split(";")[0]
+    job_id = r.stdout.strip().split(";")[0]
+    _WATCHES[job_id] = _lo.Watch(job_id, extra=_ray_cmdline(job_id)).start()
+    return job_id
 
 
 # ----------------------------------------------------------------------------- cluster
+def on_ci() -> bool:
+    """CI (CI=true, as GitHub/GitLab set it) on the machine the cluster is made for (root, Linux, apt):
+    there a cluster that cannot start is a failure, not a skip (.ci/run stops before the tests)."""
+    return (os.environ.get("CI", "").lower() in ("true", "1") and sys.platform.startswith("linux")
+            and os.geteuid() == 0 and bool(shutil.which("apt-get") or shutil.which("slurmctld")))
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """The local two-node cluster (practice/local_slurm.sh up); down again at the end if we started it."""
     def cannot(reason: str):
         if os.environ.get("HPO_TEST_REQUIRE_SLURM") == "1":
             pytest.fail(f"HPO_TEST_REQUIRE_SLURM=1 but {reason}")
+        if on_ci():
+            pytest.fail(f"CI={os.environ['CI']} on a root Linux machine with apt: the cluster tier must run, but {reason}")
         pytest.skip(reason)
 
     if not sys.platform.startswith("linux"):

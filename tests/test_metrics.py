@@ -41,14 +41,14 @@ def test_clean_answer_stops_at_newline():
 
 @pytest.fixture(scope="module")
 def trained_tiny(tmp_path_factory, tiny_data, tiny_tokenizer):
-    """The tiny model after one epoch at lr 5e-3, and validation prompts of different lengths. Its
+    """The tiny model after three epochs at lr 5e-3, and validation prompts of different lengths. Its
     greedy answers depend on the question; the untrained model answers '::::::' to every prompt,
     so with it any padding gives the same text and a padding test cannot fail."""
     from transformers import AutoModelForCausalLM
     from hpo.data import encode_split, load_squad
     from hpo.trial import TrialConfig, run_trial
     out = tmp_path_factory.mktemp("trained")
-    run_trial(TrialConfig(profile="tiny", train_samples=400, eval_samples=8, epochs=1, learning_rate=5e-3,
+    run_trial(TrialConfig(profile="tiny", train_samples=400, eval_samples=8, epochs=3, learning_rate=5e-3,
                           batch_size=16, num_threads=2, output_dir=str(out), save_model=True))
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     prompts = encode_split(tiny_tokenizer, load_squad(tiny_data, 10, 24, data_seed=0).validation, 128).prompts

@@ -32,7 +32,7 @@ import pytest
 
 from slurm_util import (LOCAL_SLURM, ROOT, VENV_BIN, _assert_completed, _assert_no_leftovers,  # noqa: F401
                         JOB_WAIT_S, _in_queue, _job_env, _job_info, _json_lines, _run, _text, _wait_gone,
-                        slurm_cluster, submit)
+                        slurm_cluster, submit, watch_of)
 
 JOB = "tests/slurm/ray_job.sbatch"
 STUB_BIN = ROOT / "tests" / "slurm" / "bin"
@@ -76,6 +76,12 @@ def test_two_node_job_runs_tune_on_both_nodes(slurm_cluster, tmp_path):
     assert (job_dir / "ray-nodes" / "n1" / "gcs_server.out").is_file(), ctx
     assert (job_dir / "ray-nodes" / "n2" / "raylet.out").is_file(), ctx
     _assert_no_leftovers(jid, out)
+    # ... and that check saw the job: its marker (HPO_JOB_TAG from experiments/common.sh) reached the
+    # Ray daemons and the `ray::` workers running the trials on both nodes
+    seen = watch_of(jid)
+    for needle in ("raylet", "ray::"):
+        tagged = [p for p in seen.matching(needle) if p.tag.startswith(f"{jid}-")]
+        assert {p.node for p in tagged} >= {"n1", "n2"}, f"{needle} with the job's marker:\n{seen.summary()}"
     print(f"job {jid}: boot {boot.group(1)} s, submit->gone {waited:.1f} s")
 
 
@@ -251,3 +257,34 @@ def test_hpo_cluster_wait_cli():
     r = _sh([sys.executable, "-m", "hpo.cluster", "wait", "--address", "127.0.0.1:9", "--nodes", "1",
              "--timeout", "0.5"])
     assert r.returncode == 1 and "nothing listens" in r.stdout and time.time() - t0 < 10, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("ci, cluster_up, rc, make_calls, needle", [
+    # CI: a cluster that does not start fails the run before `make test`
+    ("true", False, 1, ["venv"], "ERROR: the local SLURM cluster could not start"),
+    # elsewhere: the slurm tests skip with the reason
+    ("", False, 0, ["venv", "test"], "slurm-marked tests will skip with the reason"),
+    # cluster up: a slurm test that skips is a failure (HPO_TEST_REQUIRE_SLURM=1)
+    ("true", True, 0, ["venv", "test HPO_TEST_REQUIRE_SLURM=1"], "local SLURM cluster up"),
+])
+def test_ci_run_fails_on_ci_when_the_cluster_does_not_start(tmp_path, ci, cluster_up, rc, make_calls, needle):
+    """.ci/run with stand-ins for make and practice/local_slurm.sh (nothing is installed or started)."""
+    repo, bin_dir, calls = tmp_path / "repo", tmp_path / "bin", tmp_path / "calls"
+    (repo / ".ci").mkdir(parents=True)
+    (repo / "practice").mkdir()
+    bin_dir.mkdir()
+    (repo / ".ci" / "run").write_text((ROOT / ".ci" / "run").read_text())
+    (repo / "practice" / "local_slurm.sh").write_text(
+        f'echo "local_slurm $*" >> {calls}; [ "$1" = down ] && exit 0; echo "stub: cannot start"; exit {0 if cluster_up else 1}\n')
+    make = bin_dir / "make"
+    make.write_text(f'#!/bin/bash\necho "make $*${{HPO_TEST_REQUIRE_SLURM:+ HPO_TEST_REQUIRE_SLURM=1}}" >> {calls}\n')
+    make.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "HPO_TEST_REQUIRE_SLURM")}
+    env.update(PATH=f"{bin_dir}:/usr/bin:/bin", CI=ci)
+    r = subprocess.run(["bash", str(repo / ".ci" / "run")], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == rc, r.stdout + r.stderr
+    assert needle in r.stdout + r.stderr, r.stdout + r.stderr
+    made = [line[len("make "):] for line in calls.read_text().splitlines() if line.startswith("make ")]
+    assert made == make_calls, calls.read_text()
+    if cluster_up:        # brought down again at the end
+        assert "local_slurm down" in calls.read_text()

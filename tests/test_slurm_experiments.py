@@ -8,12 +8,13 @@ trials run on the CPU with the tiny model; otherwise this is the code path of a 
 import csv
 import json
 import math
+import re
 import time
 
 import pytest
 
 from slurm_util import (_assert_completed, _assert_no_leftovers, _in_queue, _run, _text,  # noqa: F401
-                        _wait_gone, slurm_cluster, submit)
+                        _wait_gone, slurm_cluster, submit, watch_of)
 
 pytestmark = pytest.mark.slurm
 SMALL = ["-c2", "--mem=4G", "--gres=gpu:2"]      # fits the local nodes with room for a second job
@@ -27,6 +28,25 @@ def rows_of(csv_path, log):
 
 def finite(x):
     return x not in ("", None) and math.isfinite(float(x))
+
+
+def check_gpu_hours(log, rows, summary, gpus, nodes):
+    """The JOB SUMMARY's cost, recomputed: job GPU-h = allocated GPUs x elapsed (the FINISH line),
+    every trial's GPU-h = its GPUs x its wall time, and their sum is the summary's (trials.jsonl /
+    the parser's records at full precision; the CSV's cells hold 6 significant digits)."""
+    text = _text(log)
+    fin = re.search(r"===== JOB \S+ FINISH : .* \(rc=0, elapsed=([\d.]+)s\) =====", text)
+    assert fin, text[-3000:]
+    elapsed = float(fin.group(1))
+    assert (summary["nodes"], summary["gpus"]) == (nodes, gpus), summary
+    assert summary["elapsed_s"] == pytest.approx(elapsed, abs=1e-9)
+    assert summary["job_gpu_hours"] == pytest.approx(gpus * elapsed / 3600, rel=1e-12)
+    for r in rows:
+        assert float(r["wall_s"]) > 0 and float(r["gpus"]) > 0, r
+        assert float(r["gpu_hours"]) == pytest.approx(float(r["gpus"]) * float(r["wall_s"]) / 3600, rel=2e-5), r
+    assert summary["trial_gpu_hours"] == pytest.approx(sum(float(r["gpu_hours"]) for r in rows), rel=1e-4)
+    assert 0 < summary["trial_gpu_hours"] <= summary["job_gpu_hours"] * (1 + 1e-9)
+    assert summary["training_share"] == pytest.approx(summary["trial_gpu_hours"] / summary["job_gpu_hours"])
 
 
 def test_sbatch_manual_grid(slurm_cluster, tmp_path):
@@ -47,8 +67,8 @@ def test_sbatch_manual_grid(slurm_cluster, tmp_path):
         assert finite(r["eval_loss"]) and finite(r["f1"])
     summary = json.loads(log.with_suffix(".summary.json").read_text())
     # allocated >= used; both come from 0.1 s-rounded times, so equal within float rounding is allowed
-    assert summary["gpus"] == 2 and summary["trial_gpu_hours"] > 0
-    assert summary["job_gpu_hours"] >= summary["trial_gpu_hours"] * (1 - 1e-9)
+    check_gpu_hours(log, rows, summary, gpus=2, nodes=1)
+    _assert_no_leftovers(jid, log)
 
 
 def test_sbatch_asha_two_nodes(slurm_cluster, tmp_path):
@@ -67,6 +87,13 @@ def test_sbatch_asha_two_nodes(slurm_cluster, tmp_path):
         nodes |= {json.loads(line).get("node") for line in res.read_text().splitlines() if line.strip()}
     assert {"n1", "n2"} <= nodes, f"trials ran on {nodes}\n{_text(log)[-3000:]}"
     assert "[tune] BEST trial" in _text(log) and "JOB SUMMARY" in _text(log)
+    # the cost of 2 nodes x 2 GPUs, exactly: 4 GPUs x elapsed; each trial 1 GPU x its wall time
+    summary = json.loads(log.with_suffix(".summary.json").read_text())
+    check_gpu_hours(log, rows, summary, gpus=4, nodes=2)
+    # the leftovers check (above) is not vacuous: the job's marker reached the Ray workers that ran
+    # the trials, on both nodes (they inherit it from `ray start` in the srun steps)
+    workers = [p for p in watch_of(jid).matching("ray::") if p.tag.startswith(f"{jid}-")]
+    assert {p.node for p in workers} >= {"n1", "n2"}, watch_of(jid).summary()
 
 
 def test_scancel_still_writes_finish_and_csv(slurm_cluster, tmp_path):
