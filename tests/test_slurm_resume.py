@@ -58,7 +58,8 @@ def test_usr1_then_resume_on_slurm(slurm_cluster, tmp_path):
 
 def test_lost_worker_node_is_named_and_its_trial_retried(slurm_cluster, tmp_path):
     jid = submit("experiments/asha/run.slurm", tmp_path / "hpo-asha-%j.out", ["-N2", *SMALL], time_min=10,
-                 script_args=["--smoke", "--num-samples", "2", "--epochs", "6", "--grace-period", "6",
+                 # long enough (20 epochs) to outlast Ray's own detection of the dead node (~30 s)
+                 script_args=["--smoke", "--num-samples", "2", "--epochs", "20", "--grace-period", "20",
                               "--gpus-per-trial", "1", "--max-failures", "2"],
                  HPO_PROFILE="tiny", HPO_LOG_ROOT=str(tmp_path))
     log = tmp_path / f"hpo-asha-{jid}.out"

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     # ------------------------------------------------------------------------- 2. search space
     param_space = {
         "learning_rate": tune.loguniform(args.learning_rate_min, args.learning_rate_max),  # starting points
-        "batch_size": tune.choice(args.batch_sizes),                                       # fixed per member
+        "batch_size": tune.choice(args.batch_sizes),             # not mutated (an exploit copies the donor's)
         "weight_decay": tune.choice(args.weight_decays),
     }
 
@@ -57,6 +57,9 @@ def main(argv=None) -> int:
             "learning_rate": tune.loguniform(args.learning_rate_min, args.learning_rate_max),
             "weight_decay": args.weight_decays,
         },
+        custom_explore_fn=lambda config: {                 # x1.2 may leave the range: clip it back
+            **config, "learning_rate": min(max(config["learning_rate"], args.learning_rate_min),
+                                           args.learning_rate_max)},
     )
     if args.num_samples > args.max_concurrent:
         print(f"[tune] WARNING: population {args.num_samples} > {args.max_concurrent} concurrent slots: PBT ranks "

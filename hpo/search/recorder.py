@@ -135,7 +135,7 @@ class NodeWatcher(Callback):
     `every_s` seconds. Tune retries the trials that ran there on the remaining nodes (--max-failures);
     if no remaining node can hold a trial, the search stops gracefully, resumable with --resume."""
 
-    def __init__(self, args, every_s: float = 10.0):
+    def __init__(self, args, every_s: float = 5.0):
         self.args, self.every_s = args, every_s
         self.known: dict[str, str] = {}          # node id -> "hostname (ip)"
         self.lost: set[str] = set()
