@@ -1,5 +1,5 @@
 # HPO workshop — the two commands of the README, plus helpers.
-#   make demo    set up .venv (first time, ~3 min) and run all four methods on the laptop tier (~13 min)
+#   make demo    set up .venv (first time, ~3 min) and run all four methods on the laptop tier (~16 min)
 #   make test    set up .venv and run the test suite (SLURM tests need root; they skip otherwise)
 SHELL := /bin/bash
 PYTHON ?= python3
