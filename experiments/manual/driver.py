@@ -29,7 +29,9 @@ from hpo.config import (HYPERPARAMETERS, PROFILES, SMOKE, TrialConfig, absolute_
                         trial_config_from)
 from hpo.report import best_row, describe_best
 from hpo.schema import make_row, read_csv
-from hpo.search.options import SearchSpaceError, comma_list, print_resume_command, resume_dir
+from hpo.search.options import (SearchSpaceError, add_resume_options, apply_smoke, comma_list,
+                                print_resume_command, resume_dir)
+from hpo.search.options import job_dir as options_job_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,11 +50,7 @@ def parse_args(argv=None):
     g.add_argument("--smoke", action="store_true",
                    help=f"tiny budget for tests: 2 runs x {SMOKE['epochs']} epochs on {SMOKE['train_samples']}/"
                         f"{SMOKE['eval_samples']} questions")
-    g.add_argument("--resume", metavar="JOB", default=os.environ.get("HPO_RESUME") or None,
-                   help="continue an interrupted grid: the job id or job directory of the earlier job (same "
-                        "options): finished runs are not run again, an interrupted one continues from its "
-                        "last checkpoint")
-    g.add_argument("--requeue", action="store_true", help="requeue on the walltime warning (read by run.slurm)")
+    add_resume_options(g)        # --resume: finished runs are not run again, an interrupted one continues
     g.add_argument("--no-checkpoints", action="store_true",
                    help="do not keep each run's latest training state (then --resume reruns an interrupted "
                         "run from its start; BLOOM-560M: saves ~6.7 GB writes per epoch)")
@@ -66,10 +64,7 @@ def parse_args(argv=None):
     a = ap.parse_args(argv)
     a.method = "manual"
     a.profile = a.profile or os.environ.get("HPO_PROFILE") or "tiny"
-    if a.smoke:                       # command line > --smoke > profile
-        for k in ("train_samples", "eval_samples", "epochs"):
-            if getattr(a, k) is None:
-                setattr(a, k, SMOKE[k])
+    apply_smoke(a)                    # command line > --smoke > profile
     try:
         grid = PROFILES[a.profile].grid
         # --smoke: two runs (the profile's first two learning rates, first batch size and weight decay)
@@ -146,7 +141,7 @@ def main(argv=None) -> int:
         launch = step + launch
     print(f"[job] each run: {' '.join(launch)} scripts/train.py "
           f"{' '.join(trial_config_from(args).to_argv())}", flush=True)
-    job_dir = Path(os.environ.get("HPO_JOB_DIR") or REPO / "logs" / "manual" / "local")
+    job_dir = options_job_dir("manual")
 
     # ------------------------------------------------------------------------- 4. the runs
     runner = Runner(args)

@@ -44,12 +44,7 @@ def parse_args(method: str, argv=None, add_method_args=None) -> argparse.Namespa
     g.add_argument("--max-failures", type=int, default=2,
                    help="restarts of a crashed trial (OOM, NCCL, lost node) from its last checkpoint before it "
                         "is recorded as error [default: 2]")
-    g.add_argument("--resume", metavar="JOB", default=os.environ.get("HPO_RESUME") or None,
-                   help="continue an interrupted search: the job id or job directory of the earlier job "
-                        "(its log's last lines print this command); give the same options as then")
-    g.add_argument("--requeue", action="store_true",
-                   help="on the walltime/preemption warning the job requeues itself and resumes under the "
-                        "same id (for preemptible partitions; read by run.slurm)")
+    add_resume_options(g)
     g.add_argument("--smoke", action="store_true",
                    help=f"tiny budget for tests: {SMOKE['trials']} trials x {SMOKE['epochs']} epochs on "
                         f"{SMOKE['train_samples']}/{SMOKE['eval_samples']} questions")
@@ -69,6 +64,30 @@ def parse_args(method: str, argv=None, add_method_args=None) -> argparse.Namespa
     except (SearchSpaceError, ValueError) as e:
         ap.exit(2, f"{ap.prog}: error: {e}\n")
     return args
+
+
+def add_resume_options(group) -> None:
+    """--resume and --requeue, the same for every driver (the manual grid's too)."""
+    group.add_argument("--resume", metavar="JOB", default=os.environ.get("HPO_RESUME") or None,
+                       help="continue an interrupted search: the job id or job directory of the earlier job "
+                            "(its log's last lines print this command); give the same options as then")
+    group.add_argument("--requeue", action="store_true",
+                       help="on the walltime/preemption warning the job requeues itself and resumes under the "
+                            "same id (for preemptible partitions; read by run.slurm)")
+
+
+def job_dir(method: str) -> Path:
+    """Where a job writes its per-trial outputs and records: $HPO_JOB_DIR (set by experiments/common.sh,
+    on the shared filesystem), or logs/<method>/local for a driver started by hand."""
+    return Path(os.environ.get("HPO_JOB_DIR") or REPO / "logs" / method / "local").resolve()
+
+
+def apply_smoke(a) -> None:
+    """--smoke: the SMOKE sample and epochs wherever the command line left them unset."""
+    if a.smoke:
+        for k in ("train_samples", "eval_samples", "epochs"):
+            if getattr(a, k) is None:
+                setattr(a, k, SMOKE[k])
 
 
 def seed_search(seed: int) -> None:
@@ -97,12 +116,8 @@ def _finish(a, method: str) -> None:
     profile = PROFILES[a.profile]
     a.method = method
     # where Tune and the trial records write: the job's directory on the shared filesystem
-    a.job_dir = Path(os.environ.get("HPO_JOB_DIR") or REPO / "logs" / method / "local").resolve()
-    # budget: command line > --smoke > profile
-    if a.smoke:
-        for k in ("train_samples", "eval_samples", "epochs"):
-            if getattr(a, k) is None:
-                setattr(a, k, SMOKE[k])
+    a.job_dir = job_dir(method)
+    apply_smoke(a)                          # budget: command line > --smoke > profile
     if a.epochs is None:
         a.epochs = profile.trial["epochs"]
     if a.seed is None:                     # seeds the search and every trial (hpo/config.py's default)
