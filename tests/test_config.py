@@ -92,8 +92,33 @@ def test_a_ray_trial_config_is_built_from_the_driver_options(monkeypatch):
 @pytest.mark.parametrize("argv, needle", [
     (["--epochs", "2.5"], "--epochs must be a whole number"),
     (["--profile", "huge"], "invalid choice"),
+    (["--resume", "no-such-job"], "--resume no-such-job: no job directory"),
+    (["--max-failures", "-1"], "--max-failures must be >= 0"),
+    (["--data-seed", "x"], "invalid int value"),
 ])
 def test_driver_options_bad_values(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
         options.parse_args("asha", argv)
+    assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_resume_of_a_directory_without_a_search_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        options.parse_args("asha", ["--resume", str(tmp_path)])
+    assert e.value.code == 2 and "holds no asha search to continue" in capsys.readouterr().err
+
+
+def test_eval_batch_size_must_be_positive():
+    from hpo.config import ConfigError
+    with pytest.raises(ConfigError, match="--eval-batch-size"):
+        TrialConfig(eval_batch_size=0).resolved()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--gpus-per-run", "0"], "--gpus-per-run must be >= 1"),
+    (["--resume", "no-such-job"], "--resume no-such-job: no job directory"),
+])
+def test_manual_driver_bad_values(root, argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        _driver(root, "manual").parse_args(argv)
     assert e.value.code == 2 and needle in capsys.readouterr().err
