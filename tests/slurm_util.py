@@ -122,8 +122,12 @@ def _assert_completed(job_id: str, out: Path):
 
 
 def _json_lines(text: str, tag: str) -> list[dict]:
+    """The JSON objects printed after `TAG ` at the start of a line. Ray forwards the workers' output
+    into the same job log without waiting for a line to end, so a worker's message can follow the
+    object on the same line: decode the object and ignore what follows it."""
     import json
-    return [json.loads(line[len(tag) + 1:]) for line in text.splitlines() if line.startswith(tag + " ")]
+    decoder = json.JSONDecoder()
+    return [decoder.raw_decode(line[len(tag) + 1:])[0] for line in text.splitlines() if line.startswith(tag + " ")]
 
 
 
