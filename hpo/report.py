@@ -11,6 +11,9 @@ Use (nothing to run; the command lines are scripts/parse_logs.py and scripts/com
     from hpo.report import load_csvs, best_of_each, best_of_each_table
     rows, notes = best_of_each(load_csvs(["logs/manual/hpo-manual-1.csv", "logs/asha/hpo-asha-2.csv"]))
     print(best_of_each_table(rows))
+    # what compare.py reports besides the pick (pick_trial): used vs allocated hours
+    # (allocated_hours), the hours to within 1 % of the best (hours_to_near_best), and the
+    # search trial by trial (cumulative_best, which hpo/plots.py draws)
 
 Every method's rows have the same columns (hpo.schema.COLUMNS), so every method
 gets the same JOB SUMMARY (GPU-hours of the allocation vs. GPU-hours spent in
@@ -18,6 +21,7 @@ trials), the same table and the same choice of its best trial.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -250,13 +254,28 @@ def markdown_table(rows, highlight_best: bool = True) -> str:
 
 # The workshop's order (simplest first); any other method name follows alphabetically.
 METHOD_ORDER = ("manual", "asha", "pbt", "bayesopt")
-# The columns of best_of_each.csv: the best trial's row (its first 11 columns), then
-# what the whole method cost, and the CSV the best trial came from.
+# The columns of best_of_each.csv: the picked trial's row (its first 11 columns), then
+# what the whole method cost, and the CSV the picked trial came from; then (appended, so
+# older readers keep their columns) the fairness figures:
+#   method_gpu_hours / method_cpu_hours  USED: the sum over the trials' rows (what trials held);
+#   allocated_gpu_hours / _cpu_hours     ALLOCATED: the job's GPUs/CPUs x elapsed, from the job's
+#                                        <csv stem>.summary.json (job_gpu_hours / job_cpu_hours);
+#                                        used < allocated: Ray boot, idle devices, gaps;
+#   gpu_hours_to_within_1pct / cpu_...   the hours the method needed to get near its best: trials
+#                                        summed in CSV row order up to the first one with
+#                                        eval_loss <= 1.01 x the method's lowest eval_loss;
+#   n_stopped_early                      trials a scheduler stopped early (ASHA, PBT);
+#   pick_note                            when the pick (best_row's) did not complete: how it ended,
+#                                        the best completed alternative (empty otherwise).
 BEST_OF_EACH_COLUMNS = [
     "method", "job_id", "trial_id", "status", "learning_rate", "batch_size",
     "weight_decay", "epochs", "eval_loss", "exact_match", "f1",
-    "method_gpu_hours", "method_cpu_hours", "n_trials", "data_fingerprint", "source"]
+    "method_gpu_hours", "method_cpu_hours", "n_trials", "data_fingerprint", "source",
+    "allocated_gpu_hours", "allocated_cpu_hours", "gpu_hours_to_within_1pct", "cpu_hours_to_within_1pct",
+    "n_stopped_early", "pick_note"]
 _FROM_BEST = BEST_OF_EACH_COLUMNS[1:11]
+# "near the best" for gpu_hours_to_within_1pct: eval_loss <= (1 + NEAR_BEST) x the lowest
+NEAR_BEST = 0.01
 
 
 class CompareError(Exception):
@@ -297,36 +316,151 @@ def _method_order(method: str):
     return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
 
 
-def best_of_each(by_method, use_all: bool = False, allow_mixed_data: bool = False) -> tuple[list[dict], list[str]]:
-    """One summary row per method (BEST_OF_EACH_COLUMNS) and notes on which files were used.
-
-    Several CSVs of one method (re-runs): the newest by modification time, unless
-    use_all (then the best over all of them, and the cost summed over all).
-    The best trial is `best_row`'s; the cost is the sum over all the trials used.
-    Methods are ranked only if every trial used was trained and scored on the same questions
-    (one data_fingerprint): else CompareError, unless allow_mixed_data (then a note says so).
-    """
-    out, notes = [], []
-    fingerprints: dict[str, set] = {}
+def files_used(by_method, use_all: bool = False) -> dict[str, tuple[list, str]]:
+    """{method: ([(csv path, rows), ...], note)}: the CSVs compared for each method, in the
+    workshop's order, and a note saying which. Several CSVs of one method (re-runs): the newest
+    by modification time, unless use_all. best_of_each and the comparison plots both use this,
+    so the table and the plots always show the same trials."""
+    out = {}
     for method in sorted(by_method, key=_method_order):
         files = by_method[method]
         if not use_all and len(files) > 1:
             # newest by mtime; the path breaks an mtime tie so the choice is stable
             files = [max(files, key=lambda f: (f[0].stat().st_mtime, str(f[0])))]
-            notes.append(f"{method}: using {files[0][0]} (newest of {len(by_method[method])}; "
-                         f"--all uses all)")
+            note = f"{method}: using {files[0][0]} (newest of {len(by_method[method])}; --all uses all)"
         else:
-            notes.append(f"{method}: using " + ", ".join(str(f[0]) for f in files))
+            note = f"{method}: using " + ", ".join(str(f[0]) for f in files)
+        out[method] = (files, note)
+    return out
+
+
+def method_rows(by_method, use_all: bool = False) -> dict[str, list[dict]]:
+    """{method: its compared trial rows, in CSV row order} (the CSVs of files_used)."""
+    return {m: [r for _, rs in files for r in rs] for m, (files, _) in files_used(by_method, use_all).items()}
+
+
+def cost_basis(rows) -> str:
+    """"GPU" if any trial held a GPU (gpu_hours > 0), else "CPU" (the laptop tier): the unit in
+    which methods are set against each other — one unit for all of them."""
+    return "GPU" if any(_finite(r.get("gpu_hours")) and r["gpu_hours"] > 0 for r in rows) else "CPU"
+
+
+def cumulative_best(rows, basis: str) -> list[dict]:
+    """The search as it went, trial by trial in CSV row order: for each row, the cumulative
+    device-hours so far (`basis` "GPU" or "CPU": gpu_hours / cpu_hours; a missing value counts 0)
+    and the best F1 and lowest eval loss so far (None until one is finite).
+
+    CSV row order is the order the trials STARTED (a Ray driver records a trial when it starts;
+    the manual grid runs one after another, so there it is also the order they finished). With
+    concurrent trials it is not exactly the order their results arrived; it is the order the
+    method spent its hours in."""
+    col = "gpu_hours" if basis == "GPU" else "cpu_hours"
+    hours, best_f1, best_loss, out = 0.0, None, None, []
+    for r in rows:
+        hours += r[col] if _finite(r.get(col)) else 0.0
+        if _finite(r.get("f1")) and (best_f1 is None or r["f1"] > best_f1):
+            best_f1 = r["f1"]
+        if _finite(r.get("eval_loss")) and (best_loss is None or r["eval_loss"] < best_loss):
+            best_loss = r["eval_loss"]
+        out.append({"hours": hours, "f1": best_f1, "eval_loss": best_loss, "row": r})
+    return out
+
+
+def hours_to_near_best(rows, basis: str, near: float = NEAR_BEST) -> float | None:
+    """Device-hours the method spent before it was within `near` (1 %) of its best: the trials'
+    hours summed in CSV row order (see cumulative_best) up to and including the first trial with
+    eval_loss <= lowest eval_loss x (1 + near). None if no trial has a finite eval loss."""
+    losses = [r["eval_loss"] for r in rows if _finite(r.get("eval_loss"))]
+    if not losses:
+        return None
+    best = min(losses)
+    limit = best + near * abs(best)
+    for point in cumulative_best(rows, basis):
+        loss = point["row"].get("eval_loss")
+        if _finite(loss) and loss <= limit:
+            return point["hours"]
+    return None                                   # not reached: cannot happen, the best is a row
+
+
+def allocated_hours(csv_path) -> dict | None:
+    """The job's allocation from <csv stem>.summary.json (scripts/parse_logs.py writes it beside
+    the CSV): {"gpu": job_gpu_hours, "cpu": job_cpu_hours}; None if there is no readable summary."""
+    p = Path(csv_path).with_suffix(".summary.json")
+    try:
+        s = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(s, dict):
+        return None
+    return {"gpu": s.get("job_gpu_hours") if _finite(s.get("job_gpu_hours")) else None,
+            "cpu": s.get("job_cpu_hours") if _finite(s.get("job_cpu_hours")) else None}
+
+
+def _how_it_ended(row) -> str:
+    """`was stopped early at epoch 1 of 4` — how a trial that is not `completed` ended."""
+    epochs = (f" at epoch {_num(row.get('epochs'), 'g')} of {_num(row.get('epochs_planned'), 'g')}"
+              if row.get("epochs") is not None else "")
+    return {"stopped_early": "was stopped early", "error": "crashed",
+            "incomplete": "was cut off by the end of the job"}.get(row["status"], row["status"]) + epochs
+
+
+def pick_trial(rows) -> tuple[dict | None, str]:
+    """The trial compare.py puts forward for a method — best_row's, THE rule, the same trial as the
+    driver's `BEST trial` line — and a note when it is not a completed trial (empty otherwise).
+
+    A trial stopped early (ASHA), crashed or cut off was evaluated after fewer epochs than it was
+    meant to train, so its hyperparameters were never tried to the end: the note says how it ended,
+    names the best completed trial as the alternative, and says to train the pick to the end
+    (`--best-of` in the manual grid) before trusting it. Never silently.
+    """
+    best = best_row(rows)
+    if best is None or best["status"] == "completed":
+        return best, ""
+    completed = best_row([r for r in rows if r["status"] == "completed"])
+    alt = (f"the best completed trial is {completed['trial_id']} (eval loss {_num(completed['eval_loss'], '.4f')})"
+           if completed is not None else "no trial completed")
+    return best, (f"the pick {best['trial_id']} {_how_it_ended(best)}: its eval loss is from a shorter training; "
+                  f"{alt}; train the pick to the end (manual grid --best-of) before trusting it")
+
+
+def best_of_each(by_method, use_all: bool = False, allow_mixed_data: bool = False) -> tuple[list[dict], list[str]]:
+    """One summary row per method (BEST_OF_EACH_COLUMNS) and notes on which files were used.
+
+    Several CSVs of one method (re-runs): the newest by modification time, unless
+    use_all (then the best over all of them, and the cost summed over all).
+    The trial picked is `pick_trial`'s (best_row's rule, with a note when it did not complete); the cost is the sum over all the trials used, set against the allocation
+    (allocated_hours) and the hours the method needed to get within 1 % of its best
+    (hours_to_near_best).
+    Methods are ranked only if every trial used was trained and scored on the same questions
+    (one data_fingerprint): else CompareError, unless allow_mixed_data (then a note says so).
+    """
+    out, notes = [], []
+    fingerprints: dict[str, set] = {}
+    for method, (files, note) in files_used(by_method, use_all).items():
+        notes.append(note)
         rows = [r for _, rs in files for r in rs]
         sources = {id(r): str(p) for p, rs in files for r in rs}
         for r in rows:
             if r.get("data_fingerprint"):
                 fingerprints.setdefault(r["data_fingerprint"], set()).add(method)
-        best = best_row(rows)
+        best, why = pick_trial(rows)
         summary = {c: None for c in BEST_OF_EACH_COLUMNS}
         summary.update(method=method, n_trials=len(rows),
                        method_gpu_hours=sum(r["gpu_hours"] for r in rows if r["gpu_hours"] is not None),
-                       method_cpu_hours=sum(r["cpu_hours"] for r in rows if r["cpu_hours"] is not None))
+                       method_cpu_hours=sum(r["cpu_hours"] for r in rows if r["cpu_hours"] is not None),
+                       gpu_hours_to_within_1pct=hours_to_near_best(rows, "GPU"),
+                       cpu_hours_to_within_1pct=hours_to_near_best(rows, "CPU"),
+                       n_stopped_early=sum(r["status"] == "stopped_early" for r in rows),
+                       pick_note=why or None)
+        allocs = [allocated_hours(p) for p, _ in files]
+        if all(a is not None for a in allocs):
+            for key in ("gpu", "cpu"):
+                vals = [a[key] for a in allocs]
+                summary[f"allocated_{key}_hours"] = sum(vals) if None not in vals else None
+        else:
+            missing = [str(p.with_suffix(".summary.json")) for (p, _), a in zip(files, allocs) if a is None]
+            notes.append(f"{method}: allocated hours unknown (no job summary {', '.join(missing)}; "
+                         "scripts/parse_logs.py writes it)")
         if best is None:
             notes.append(f"{method}: no trial with a finite eval_loss")
             summary["source"] = ", ".join(str(f[0]) for f in files)
@@ -334,6 +468,8 @@ def best_of_each(by_method, use_all: bool = False, allow_mixed_data: bool = Fals
             summary.update({c: best[c] for c in _FROM_BEST})
             summary["data_fingerprint"] = best.get("data_fingerprint")
             summary["source"] = sources[id(best)]
+            if why:
+                notes.append(f"{method}: {why}")
         out.append(summary)
     if len(fingerprints) > 1:
         which = "; ".join(f"{fp}: {', '.join(sorted(ms))}" for fp, ms in sorted(fingerprints.items()))
@@ -351,23 +487,38 @@ def best_of_each(by_method, use_all: bool = False, allow_mixed_data: bool = Fals
 
 
 def best_of_each_table(rows) -> str:
-    """The markdown table of `best_of_each`'s rows (the README's "Best of each method")."""
-    lines = ["| method | job | trial | lr | batch size | weight decay | epochs | eval loss | EM | F1 "
-             "| method GPU-h | method CPU-h | data |",
-             "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
+    """The markdown table of `best_of_each`'s rows (the README's "Best of each method").
+
+    Used GPU-h and CPU-h both; the allocation and the hours to within 1 % of the best in one
+    unit for all methods: GPU-h if any method used a GPU, else CPU-h (the laptop tier).
+    A status other than completed is marked `(!)`: the notes say why that trial was picked."""
+    basis = "GPU" if any(_finite(r.get("method_gpu_hours")) and r["method_gpu_hours"] > 0 for r in rows) else "CPU"
+    key = basis.lower()
+    lines = ["| method | job | trial | lr | batch size | weight decay | epochs | status | eval loss | EM | F1 "
+             f"| used GPU-h | used CPU-h | allocated {basis}-h | {basis}-h to within 1 % of best "
+             "| trials (stopped early) | data |",
+             "|---|---|---|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     for r in rows:
+        status = r.get("status") or "-"
+        if r.get("status") not in (None, "completed"):
+            status += " (!)"
         cells = [r["method"], r["job_id"] or "-", r["trial_id"] or "-",
                  _num(r["learning_rate"], "g"), _num(r["batch_size"], "g"), _num(r["weight_decay"], "g"),
-                 _num(r["epochs"], "g"), _num(r["eval_loss"], ".4f"), _num(r["exact_match"], ".2f"),
+                 _num(r["epochs"], "g"), status, _num(r["eval_loss"], ".4f"), _num(r["exact_match"], ".2f"),
                  _num(r["f1"], ".2f"), _num(r["method_gpu_hours"], ".3f"), _num(r["method_cpu_hours"], ".3f"),
-                 r.get("data_fingerprint") or "-"]
+                 _num(r.get(f"allocated_{key}_hours"), ".3f"), _num(r.get(f"{key}_hours_to_within_1pct"), ".3f"),
+                 f"{r['n_trials']} ({r.get('n_stopped_early') or 0})", r.get("data_fingerprint") or "-"]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
 def best_of_each_markdown(rows, notes) -> str:
-    """best_of_each.md: a heading, the table, and the notes as a list."""
+    """best_of_each.md: a heading, the table, what its cost columns mean, and the notes as a list."""
     return ("# Best trial of each method\n\n" + best_of_each_table(rows) + "\n\n"
+            "*used* = the sum of the trials' hours; *allocated* = the job's devices x its elapsed time "
+            "(from the job summary; the difference is Ray start-up, idle devices and gaps); *to within 1 % "
+            "of best* = the trials' hours summed in CSV row order (the order they started) until the first "
+            "trial whose eval loss is at most 1.01 x the method's lowest.\n\n"
             + "".join(f"- {n}\n" for n in notes))
 
 

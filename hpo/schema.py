@@ -170,6 +170,11 @@ def atomic_write_text(path, text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file owner-only (0600); a results file on a shared filesystem is
+        # readable like any file the user writes (the umask decides: usually 0644)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -10,6 +10,12 @@ Options:
     --csv OUT            CSV path (default: the log path with .csv)
     --summary-json OUT   summary JSON path (default: the CSV path with .summary.json)
     --quiet              print only warnings and the CSV path
+    --no-plots           do not draw the job's plots
+
+After the CSV it draws the job's plots beside it (hpo/plots.py): <csv stem>.curves.png (eval loss
+and F1 per trial and epoch, from the log's [eval] lines), and <csv stem>.schedule.png (PBT) or
+<csv stem>.suggestions.png (BayesOpt). A plot that cannot be drawn is a warning on stderr: it never
+changes the exit status or the CSV. To draw them again later: python scripts/plot.py <log or csv>.
 
 Nothing already written is lost: if the CSV exists with MORE rows than this parse found, it
 is left as it is, the new one is written beside it (<name>.reparsed.csv) and the exit status
@@ -59,6 +65,22 @@ def existing_rows(csv_path: Path) -> int:
         return max(0, sum(1 for line in f if line.strip()) - 1)
 
 
+def draw_plots(log_path, csv_path, rows, job, quiet) -> None:
+    """The job's plots beside its CSV. Whatever goes wrong here (matplotlib missing, a plot that
+    fails) is a warning on stderr: the CSV and the exit status are already settled."""
+    try:
+        from hpo.plots import job_plots          # imported here: matplotlib is only needed for plots
+        made, plot_warnings = job_plots(log_path, csv_path, rows, job_id=job.get("job_id"),
+                                        method=job.get("method"))
+    except Exception as e:                       # noqa: BLE001 — never lose the parse over a picture
+        print(f"WARNING: plots not drawn: {type(e).__name__}: {e}", file=sys.stderr)
+        return
+    for w in plot_warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+    if made and not quiet:
+        print("plots: " + ", ".join(str(m["path"]) for m in made))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="parse_logs.py",
@@ -71,6 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", help="output CSV (default: the log path with .csv)")
     ap.add_argument("--summary-json", help="output summary JSON (default: the CSV path with .summary.json)")
     ap.add_argument("--quiet", action="store_true", help="print only warnings and the CSV path")
+    ap.add_argument("--no-plots", action="store_true", help="do not draw the job's plots (hpo/plots.py)")
     args = ap.parse_args(argv)           # usage errors exit 2 (argparse)
 
     csv_path = Path(args.csv) if args.csv else default_outputs(args.log)[0]
@@ -134,6 +157,8 @@ def main(argv=None) -> int:
         print(markdown_table(rows))
         print()
     print(f"CSV: {csv_path}")
+    if not args.no_plots:
+        draw_plots(args.log, csv_path, rows, parsed.job, args.quiet)
     if refused is not None:
         print(f"ERROR: {refused} has {before} trial row(s) and this parse found {len(rows)}: it was NOT "
               f"replaced; the new CSV is {csv_path} (wrong log, or a Ray log without its "

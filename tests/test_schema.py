@@ -105,3 +105,16 @@ def test_records_reject_bad_status_and_unknown_keys(tmp_path):
     assert len(read_records(path, warnings=warnings)) == 1
     assert [w.lineno for w in warnings] == [2, 3]
     assert str(warnings[0]).startswith(f"WARNING {path}:2: bad record")
+
+
+def test_result_files_are_readable_by_the_group_like_any_file(tmp_path):
+    """atomic_write_text goes through mkstemp (owner-only 0600): the result must get the umask's mode,
+    so an instructor can read a learner's CSV on a shared filesystem."""
+    import os
+    from hpo.schema import atomic_write_text
+    old = os.umask(0o022)
+    try:
+        p = atomic_write_text(tmp_path / "x.csv", "a\n")
+    finally:
+        os.umask(old)
+    assert (p.stat().st_mode & 0o777) == 0o644
