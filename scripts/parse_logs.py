@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -93,7 +94,9 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", help="output CSV (default: the log path with .csv)")
     ap.add_argument("--summary-json", help="output summary JSON (default: the CSV path with .summary.json)")
     ap.add_argument("--quiet", action="store_true", help="print only warnings and the CSV path")
-    ap.add_argument("--no-plots", action="store_true", help="do not draw the job's plots (hpo/plots.py)")
+    ap.add_argument("--no-plots", action="store_true", default=os.environ.get("HPO_PLOTS") == "0",
+                    help="do not draw the job's plots (hpo/plots.py) [default: draw them; HPO_PLOTS=0 sets "
+                         "this for every job, e.g. the tests' launches that do not look at plots]")
     args = ap.parse_args(argv)           # usage errors exit 2 (argparse)
 
     csv_path = Path(args.csv) if args.csv else default_outputs(args.log)[0]

@@ -34,6 +34,7 @@ def _job_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RAY_", "SLURM_", "APPTAINER_", "HPO_"))}
     env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}"
+    env["HPO_PLOTS"] = "0"                # ~1 s of CPU per job; tests/test_methods.py checks a job's plots
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

@@ -54,7 +54,7 @@ def test_workshop_trial_from_an_fp16_checkpoint(root, tmp_path, rehearsal_model)
 
 
 def test_workshop_profile_through_a_ray_driver(root, tmp_path, rehearsal_model):
-    env = {"HPO_LOG_ROOT": str(tmp_path), "HPO_JOB_ID": "rehearsal", "RAY_AUTH_MODE": "disabled",
+    env = {"HPO_LOG_ROOT": str(tmp_path), "HPO_JOB_ID": "rehearsal", "HPO_PLOTS": "0", "RAY_AUTH_MODE": "disabled",
            "SLURM_JOB_ID": ""}
     p = run_cli(["bash", str(root / "experiments/asha/run.slurm"), "--smoke", *_workshop_args(root, rehearsal_model),
                  "--num-samples", "1", "--batch-sizes", "2", "--cpus-per-trial", "2"], env=env, timeout=900)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_crashed_trials_are_retried_then_recorded_as_error(root, tmp_path):
-    env = {"HPO_LOG_ROOT": str(tmp_path), "HPO_JOB_ID": "faults", "RAY_AUTH_MODE": "disabled", "SLURM_JOB_ID": "",
+    env = {"HPO_LOG_ROOT": str(tmp_path), "HPO_JOB_ID": "faults", "HPO_PLOTS": "0", "RAY_AUTH_MODE": "disabled", "SLURM_JOB_ID": "",
            "HPO_INJECT_FAULT": "once:0,always:1"}
     p = run_cli(["bash", str(root / "experiments/asha/run.slurm"), "--smoke", "--num-samples", "3",
                  "--epochs", "3", "--grace-period", "3", "--max-failures", "2"], env=env, timeout=900)

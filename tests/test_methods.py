@@ -28,8 +28,9 @@ def launch(root, tmp_path, method, *args, env=None, timeout=900):
     # a job id of its own: the leftovers check matches processes by it (HPO_JOB_TAG=<job id>-<random>),
     # so a concurrent run of the suite cannot be mistaken for this job's leftovers
     job_id = f"test-{method}-{uuid.uuid4().hex[:8]}"
+    # plots cost ~1 s of CPU per job: drawn only where a test looks at them (env={"HPO_PLOTS": "1"})
     e = {"HPO_LOG_ROOT": str(tmp_path), "HPO_JOB_ID": job_id, "RAY_AUTH_MODE": "disabled",
-         "SLURM_JOB_ID": "", **(env or {})}
+         "SLURM_JOB_ID": "", "HPO_PLOTS": "0", **(env or {})}
     log = tmp_path / method / f"hpo-{method}-{job_id}.out"
     with leftovers.Watch(job_id) as watch:
         p = run_cli(["bash", str(root / f"experiments/{method}/run.slurm"), *args], env=e, timeout=timeout)
@@ -210,9 +211,13 @@ def test_pbt_exploit_continues_from_donor_weights(root, tmp_path, tiny_model):
     the search space, weight decay one of the searched values."""
     from hpo.config import PROFILES
     space = PROFILES["tiny"].space
-    p, log = launch(root, tmp_path, "pbt", "--smoke", "--epochs", "3")
+    p, log = launch(root, tmp_path, "pbt", "--smoke", "--epochs", "3", env={"HPO_PLOTS": "1"})
     out = log.read_text()
     assert p.returncode == 0, out[-5000:]
+    # the job drew its plots next to its CSV: every member's curve, its lr/wd schedule
+    for kind in ("curves", "schedule"):
+        png = log.with_suffix(f".{kind}.png")
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     rows = read_rows(log.with_suffix(".csv"))
     assert len(rows) == 4 and all(r["status"] == "completed" for r in rows)
     with open(log.with_suffix(".pbt_lineage.csv"), newline="") as f:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def _env(tmp_path, job_id):
     env = dict(os.environ)
-    env.update(HPO_LOG_ROOT=str(tmp_path), HPO_JOB_ID=job_id, RAY_AUTH_MODE="disabled", SLURM_JOB_ID="")
+    env.update(HPO_LOG_ROOT=str(tmp_path), HPO_JOB_ID=job_id, HPO_PLOTS="0", RAY_AUTH_MODE="disabled", SLURM_JOB_ID="")
     return env
 
 
