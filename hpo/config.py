@@ -109,7 +109,17 @@ class TrialConfig:
     deepspeed: str | None = _opt(None, "DeepSpeed JSON config, e.g. deepspeed_configs/zero2.json", metavar="CONFIG")
     precision: str = _opt("auto", "auto (bf16 / fp16 on V100 / fp32 on CPU) | bf16 | fp16 | fp32",
                           choices=("auto", "bf16", "fp16", "fp32"))
+    attention: str = _opt("sdpa", "sdpa: BLOOM's attention through torch's fused scaled_dot_product_attention, "
+                                  "and the loss computed only at the answer tokens (fused with liger-kernel on "
+                                  "CUDA), see hpo/bloom_attention.py; eager: transformers' own BLOOM code, "
+                                  "unchanged. Other models keep their own attention",
+                          choices=("sdpa", "eager"))
     grad_accum: int = _opt(1, "gradient accumulation steps")
+    group_by_length: bool = _opt(True, "batch questions of similar length together (groups of up to 50 batches "
+                                       "sorted by length, batches shuffled; the order follows --seed and the "
+                                       "epoch): each batch is padded to its longest question, so mixed lengths "
+                                       "waste compute on padding (bench/bench_padding.py); "
+                                       "--no-group-by-length: plain random batches")
     lr_scheduler: str = _opt("linear", "linear | cosine | constant | constant_with_warmup",
                              choices=("linear", "cosine", "constant", "constant_with_warmup"))
     warmup_ratio: float = _opt(0.0, "share of the steps spent warming the learning rate up, in [0, 1)")
@@ -192,8 +202,8 @@ class TrialConfig:
             default = f.default if f.default is not MISSING else None
             if v == default or v is None:
                 continue
-            if isinstance(v, bool):
-                argv.append(option_name(f.name))
+            if isinstance(v, bool):        # --flag, or --no-flag for a flag that is on by default
+                argv.append(option_name(f.name) if v else "--no-" + option_name(f.name)[2:])
             else:
                 argv += [option_name(f.name), repr(v) if isinstance(v, float) else str(v)]
         return argv
@@ -223,7 +233,9 @@ def add_trial_options(ap: argparse.ArgumentParser, *, exclude=(), run_fields: bo
         else:
             shown = f"default: {f.default}"
         kw = {"dest": f.name, "help": f"{meta['help']} [{shown}]"}
-        if f.type == "bool":
+        if f.type == "bool" and f.default is True:   # on by default: --flag / --no-flag
+            kw.update(action=argparse.BooleanOptionalAction, default=default)
+        elif f.type == "bool":
             kw.update(action="store_true", default=bool(default))
         else:
             kw.update(type=_arg_type(f), default=default)

@@ -19,6 +19,12 @@ so the loss is the model's loss on the answer alone, given the question and cont
 If the example is longer than max_length, only the *context* is cut — to a window
 that still contains the answer span — never the question, the answer or EOS. An example
 whose question + answer cannot fit at all is dropped, and the caller logs how many.
+
+Batching (`PadCollator`, `LengthGroupedSampler`): each training batch is padded to its longest
+example. SQuAD contexts vary a lot in length, so random batches spend many positions on padding;
+`--group-by-length` (on by default) batches questions of similar length together, in an order fixed
+by the training seed and the epoch. `python bench/bench_padding.py` measures the share of real tokens
+both ways.
 """
 from __future__ import annotations
 
@@ -292,18 +298,117 @@ def encode_split(tokenizer, rows: list[dict], max_length: int) -> EncodedSplit:
 
 
 class PadCollator:
-    """Dynamic right padding for training/eval loss: pad ids with pad_token_id, labels with -100."""
+    """Dynamic right padding for training/eval loss: pad ids with pad_token_id, labels with -100.
+
+    It also counts what it built: `real_tokens` (the examples' own tokens) and `slots` (batch size
+    x padded width, summed over every batch), so real_tokens / slots is the share of the computed
+    positions that were real tokens, not padding (`real_token_share`). The trial gives the Trainer
+    its own collator, so the count is over the training batches alone (in this process: the
+    dataloader runs in the main process, dataloader_num_workers=0)."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
+        self.real_tokens = 0
+        self.slots = 0
+
+    @property
+    def real_token_share(self) -> float | None:
+        """Real tokens / padded positions over every batch so far (None before the first batch)."""
+        return self.real_tokens / self.slots if self.slots else None
 
     def __call__(self, batch: list[dict]) -> dict:
         import torch
         width = max(len(b["input_ids"]) for b in batch)
+        self.real_tokens += sum(len(b["input_ids"]) for b in batch)
+        self.slots += width * len(batch)
         def pad(key, value):
             return torch.tensor([b[key] + [value] * (width - len(b[key])) for b in batch], dtype=torch.long)
         return {"input_ids": pad("input_ids", self.pad_token_id), "attention_mask": pad("attention_mask", 0),
                 "labels": pad("labels", IGNORE_INDEX)}
+
+
+# --------------------------------------------------------------------------- batches of similar length
+def real_token_share(lengths: list[int], order: list[int], batch_size: int) -> float:
+    """The share of real tokens among the positions a model computes when the examples are taken
+    in `order`, `batch_size` at a time, each batch padded to its longest example (what PadCollator
+    does): sum of lengths / sum over batches of (batch size x longest length). 1.0 = no padding."""
+    if not order:
+        raise ValueError("real_token_share: no examples")
+    real = slots = 0
+    for i in range(0, len(order), batch_size):
+        batch = [lengths[j] for j in order[i:i + batch_size]]
+        real += sum(batch)
+        slots += max(batch) * len(batch)
+    return real / slots
+
+
+def megabatch_batches(n_examples: int, batch_size: int) -> int:
+    """How many batches one group ("megabatch") of LengthGroupedSampler holds: 50, or fewer so a
+    small training set still has >= 4 groups (the Trainer's own rule), but at least 2 — a group of
+    one batch would group nothing."""
+    return max(2, min(50, n_examples // (4 * batch_size)))
+
+
+class LengthGroupedSampler:
+    """Training order with less padding: batches of examples of similar length (--group-by-length).
+
+    Each batch is padded to its longest example, so a batch that mixes a 150-token question with a
+    500-token one spends most of the short one's positions on padding. Per epoch:
+      1. shuffle every example (seeded by the training seed and the epoch);
+      2. the last len % batch_size of them form the epoch's final, smaller batch (kept last, so every
+         batch the DataLoader cuts, batch_size examples at a time, is one of the batches built here);
+      3. cut the rest into groups of `megabatch_batches` batches, sort each group by length and cut
+         it into batches: examples of similar length share a batch, but which examples meet still
+         changes from epoch to epoch;
+      4. shuffle the batches (so the steps do not run long-to-short inside each group), then move the
+         longest one to the front: if a batch does not fit in memory, the first step says so, not
+         one an hour into the run.
+    Every example is seen exactly once per epoch. The order depends only on (seed, epoch) — not on
+    any random state — so the same seed gives the same order, every rank of a data-parallel run
+    agrees on it, and a trial resumed from a checkpoint at an epoch boundary continues with exactly
+    the order the uninterrupted run would have used (the Trainer calls set_epoch before each epoch).
+
+    batch_size is the per-device batch (what one forward pass pads together); with several devices
+    the Trainer hands consecutive batches to different devices.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.lengths, self.batch_size, self.seed = list(lengths), int(batch_size), int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def order(self, epoch: int) -> list[int]:
+        """The indices of epoch `epoch`, in training order."""
+        n, b = len(self.lengths), self.batch_size
+        # A string seed is hashed the same way on every machine and Python run (not PYTHONHASHSEED).
+        rng = random.Random(f"group-by-length/{self.seed}/{epoch}")
+        idx = list(range(n))
+        rng.shuffle(idx)
+        body, tail = idx[:n - n % b], idx[n - n % b:]
+        group = megabatch_batches(n, b) * b
+        batches = []
+        for start in range(0, len(body), group):
+            # longest first; a tie keeps the shuffled order (sorted is stable)
+            chunk = sorted(body[start:start + group], key=lambda i: -self.lengths[i])
+            batches += [chunk[k:k + b] for k in range(0, len(chunk), b)]
+        rng.shuffle(batches)
+        if batches:
+            longest = max(range(len(batches)), key=lambda k: max(self.lengths[i] for i in batches[k]))
+            batches.insert(0, batches.pop(longest))
+        return [i for batch in batches for i in batch] + tail
+
+    def __iter__(self):
+        order = self.order(self.epoch)
+        yield from order
+        # Like accelerate's seedable sampler: a second pass without set_epoch gets the next epoch's order.
+        self.epoch += 1
 
 
 def main(argv=None) -> int:

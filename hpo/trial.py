@@ -51,8 +51,13 @@ def resolve_model_and_data(cfg: TrialConfig) -> tuple[str, str]:
     return model, dataset
 
 
-def load_model_and_tokenizer(model_id: str, weights_from: str | None = None):
+def load_model_and_tokenizer(model_id: str, weights_from: str | None = None, attention: str | None = None):
     """Tokenizer from model_id; weights from weights_from (a checkpoint) or model_id.
+
+    attention (--attention): "sdpa" gives a BLOOM model torch's fused attention
+    (hpo/bloom_attention.py) and the loss over the answer tokens only, fused on CUDA where
+    liger-kernel is installed (hpo/loss.py); "eager" leaves transformers' BLOOM code as it is;
+    None (the default of this function) too. Models other than BLOOM keep their own.
 
     The weights are loaded in float32 whatever dtype the checkpoint is stored in: the hub's
     bigscience/bloom-560m is stored in fp16, and transformers 5 would otherwise keep that dtype
@@ -82,6 +87,12 @@ def load_model_and_tokenizer(model_id: str, weights_from: str | None = None):
         tok.pad_token = tok.eos_token          # BLOOM has <pad>; other models may not
     if tok.eos_token_id is None:
         raise DataError(f"{model_id}: tokenizer has no EOS token; answers must end with one")
+    if attention is not None:
+        from hpo import loss
+        from hpo.bloom_attention import set_attention
+        in_use = set_attention(model, attention)
+        loss_mode = loss.set_answer_loss(model, "off" if attention == "eager" else "auto")
+        _log(f"attention: {in_use}; loss: {loss.describe(loss_mode)}", int(os.environ.get("RANK", "0")) == 0)
     return model, tok
 
 
@@ -190,6 +201,38 @@ def _atomic_write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def peak_memory() -> dict:
+    """This process's peak memory so far, in GiB (2**30 bytes), and what was measured:
+    on a CUDA GPU torch.cuda.max_memory_allocated (the tensors; PyTorch's allocator reserves a bit more,
+    `reserved_gib`, and the CUDA context adds ~0.5 GiB), with the GPU's total memory (`device_gib`);
+    on the CPU the process's peak resident memory (ru_maxrss: over the process's whole life).
+    With 2 or 4 trials on one GPU (--gpus-per-trial 0.5 / 0.25) nothing divides the memory between
+    them: each trial's peak must fit beside the others'."""
+    import torch
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        return {"gib": torch.cuda.max_memory_allocated() / 2**30, "what": "torch.cuda.max_memory_allocated",
+                "reserved_gib": torch.cuda.max_memory_reserved() / 2**30, "device_gib": props.total_memory / 2**30,
+                "device_name": props.name}
+    import resource
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss          # KiB on Linux, bytes on macOS
+    return {"gib": rss / (2**30 if sys.platform == "darwin" else 2**20), "what": "peak RSS of the process",
+            "reserved_gib": None, "device_gib": None, "device_name": None}
+
+
+def describe_peak_memory(mem: dict) -> str:
+    """The line printed at the end of a trial: how much it needed, and how many such trials one GPU holds."""
+    text = f"peak memory {mem['gib']:.2f} GiB ({mem['what']})"
+    if mem.get("device_gib"):
+        per_trial = (mem["reserved_gib"] or mem["gib"]) + 0.5      # + the CUDA context of each process
+        fit = int(mem["device_gib"] // per_trial)
+        text += (f"; {mem['reserved_gib']:.2f} GiB reserved by PyTorch, of {mem['device_gib']:.1f} GiB on "
+                 f"{mem['device_name']}: by memory about {fit} such trial(s) fit on one GPU "
+                 f"(--gpus-per-trial 0.5 needs 2, 0.25 needs 4; they also share its compute: "
+                 f"bench/bench_fractional.py measures trials per GPU-hour)")
+    return text
+
+
 TIMES = ("setup_s", "train_s", "eval_s", "checkpoint_s")
 
 
@@ -209,7 +252,7 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
     import transformers
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from hpo.data import PadCollator, encode_split, load_squad
+    from hpo.data import LengthGroupedSampler, PadCollator, encode_split, load_squad
     from hpo.metrics import generate_answers, squad_scores
 
     transformers.logging.set_verbosity_warning()
@@ -238,7 +281,7 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
              f"{state['global_step']} (training state of trial {state.get('trial_id', '?')})", main)
     if cfg.epochs - state["epochs_done"] <= 0:
         raise ConfigError(f"--epochs {cfg.epochs:g}: the checkpoint already trained {state['epochs_done']:g} epochs")
-    model, tok = load_model_and_tokenizer(model_id, weights_from=cfg.resume_from)
+    model, tok = load_model_and_tokenizer(model_id, weights_from=cfg.resume_from, attention=cfg.attention)
     weights_dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     splits = load_squad(dataset, cfg.train_samples, cfg.eval_samples, cfg.data_seed, cfg.keep_unanswerable)
     train = encode_split(tok, splits.train, cfg.max_length)
@@ -263,6 +306,8 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
                           f"this run has {global_batch} (batch_size {cfg.batch_size} x {n_dev} device(s) x "
                           f"grad_accum {cfg.grad_accum}); resume with the same")
 
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()   # peak_memory_gib: this trial's peak (weights stay counted)
     args = TrainingArguments(
         output_dir=str(out_dir / "hf"),
         per_device_train_batch_size=cfg.batch_size,
@@ -298,6 +343,8 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
     clock = {"train_begin": None, "eval_s": 0.0, "checkpoint_s": 0.0, "saving_s": 0.0}
     loaded_fingerprint = weights_fingerprint(model)
     collate = PadCollator(tok.pad_token_id)
+    # the training batches get their own collator: it counts their padding (real_token_share)
+    train_collate = PadCollator(tok.pad_token_id)
 
     class SetHyperparameters(TrainerCallback):
         """At the start of training (after a checkpoint's optimizer and schedule were loaded): the
@@ -365,6 +412,14 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
                 "weights_fingerprint": fingerprint, **timing()})
 
     class QATrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            """--group-by-length: batches of similar length (hpo.data.LengthGroupedSampler). Its order
+            depends only on --seed and the epoch, so a resumed trial continues it exactly."""
+            if not cfg.group_by_length:
+                return super()._get_train_sampler(train_dataset)
+            data = train_dataset if train_dataset is not None else self.train_dataset
+            return LengthGroupedSampler([len(f["input_ids"]) for f in data], cfg.batch_size, cfg.seed)
+
         def evaluate(self, *a, **kw):
             t0 = time.perf_counter()
             loss_sum, n_tokens = answer_token_loss(self.model, val.features, collate, cfg.eval_batch_size)
@@ -378,7 +433,8 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
                    "eval_loss": loss_sum / max(n_tokens, 1), "eval_tokens": n_tokens, **scores,
                    # throughput of this process: training tokens / time in optimizer steps
                    "tokens_per_s": round(train.tokens * trained_epochs / max(train_seconds(), 1e-9), 1),
-                   **timing()}
+                   **timing(), "peak_memory_gib": round(peak_memory()["gib"], 3),
+                   "real_token_share": train_collate.real_token_share and round(train_collate.real_token_share, 4)}
             if cfg.resume_from:      # whose weights this trial started from (PBT lineage check)
                 rec["loaded_weights_fingerprint"] = loaded_fingerprint
             history.append(rec)
@@ -387,7 +443,8 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             if self.is_world_process_zero():
-                print(logfmt.eval_line(cfg.trial_id, epoch, rec["step"], rec, hparams), flush=True)
+                print(logfmt.eval_line(cfg.trial_id, epoch, rec["step"], rec, hparams) + " "
+                      + logfmt.kv_line("", peak_memory_gib=f"{rec['peak_memory_gib']:.2f}"), flush=True)
                 if len(history) == 1:
                     _log("sample answers: " + " | ".join(
                         f"{p!r} (ref {r[0]!r})" for p, r in zip(preds[:3], val.references[:3])))
@@ -406,7 +463,7 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
             return metrics
 
     trainer = QATrainer(model=model, args=args, train_dataset=train.features, eval_dataset=val.features,
-                        data_collator=collate, callbacks=[SetHyperparameters()])
+                        data_collator=train_collate, callbacks=[SetHyperparameters()])
     device, _ = device_description()
     stored = stored_dtype(model_id)
     _log(f"{cfg.trial_id}: model={model_id} learning_rate={cfg.learning_rate:g} "
@@ -417,10 +474,11 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
     trainer.train(resume_from_checkpoint=cfg.resume_from)
     trained_epochs = (history[-1]["epoch"] if history else cfg.epochs) - state["epochs_done"]
     t = timing()
+    mem = peak_memory()
     last = history[-1] if history else {}
     record = {
         "trial_id": cfg.trial_id, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
-        "weight_decay": cfg.weight_decay, "seed": cfg.seed, "data_seed": cfg.data_seed,
+        "weight_decay": cfg.weight_decay, "seed": cfg.seed, "data_seed": cfg.data_seed, "attention": cfg.attention,
         "epochs": last.get("epoch", cfg.epochs), "epochs_planned": cfg.epochs,
         "eval_loss": last.get("eval_loss"), "exact_match": last.get("exact_match"), "f1": last.get("f1"),
         "eval_tokens": last.get("eval_tokens"),
@@ -436,7 +494,14 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
         "optimizer_param_groups": optimizer_groups, "history": history,
         "resumed_from": cfg.resume_from, "resumed_from_trial": state.get("trial_id"),
         "loaded_weights_fingerprint": loaded_fingerprint,
-        "checkpoint_weights_fingerprint": state.get("weights_fingerprint"), **cfg.extra,
+        "checkpoint_weights_fingerprint": state.get("weights_fingerprint"),
+        # memory: this process's peak (a resumed trial: since it resumed); padding: the share of real
+        # tokens among the positions of this process's training batches (--group-by-length raises it)
+        "peak_memory_gib": round(mem["gib"], 3), "peak_memory_what": mem["what"],
+        "device_memory_gib": mem["device_gib"] and round(mem["device_gib"], 2),
+        "group_by_length": cfg.group_by_length,
+        "real_token_share": train_collate.real_token_share and round(train_collate.real_token_share, 4),
+        **cfg.extra,
     }
     if cfg.save_model:
         trainer.save_model(str(out_dir / "model"))
@@ -444,6 +509,10 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
             tok.save_pretrained(str(out_dir / "model"))
     if main:
         _atomic_write_json(out_dir / "metrics.json", record)
+        _log(f"{cfg.trial_id}: {describe_peak_memory(mem)}")
+        if train_collate.real_token_share is not None:
+            _log(f"{cfg.trial_id}: {100 * train_collate.real_token_share:.1f} % of the training batches' positions "
+                 f"were real tokens, the rest padding (group_by_length={cfg.group_by_length})")
         print(logfmt.result_line(record), flush=True)
     return record
 

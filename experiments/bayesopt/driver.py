@@ -80,7 +80,8 @@ def main(argv=None) -> int:
         trainable.make(args, to_hparams),
         param_space=param_space,
         tune_config=tune.TuneConfig(metric="eval_loss", mode="min", num_samples=args.num_samples,
-                                    search_alg=searcher),
+                                    search_alg=searcher,
+                                    reuse_actors=True),      # a trial reuses a finished one's process: no re-import
         run_config=recorder.run_config(args, record),
     )
     if args.resume:                        # continue an interrupted search where it stopped (--resume)

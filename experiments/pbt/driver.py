@@ -74,7 +74,8 @@ def main(argv=None) -> int:
         trainable.make(args),
         param_space=param_space,
         tune_config=tune.TuneConfig(metric="eval_loss", mode="min", num_samples=args.num_samples,
-                                    scheduler=scheduler, max_concurrent_trials=args.max_concurrent),
+                                    scheduler=scheduler, max_concurrent_trials=args.max_concurrent,
+                                    reuse_actors=True),      # a trial reuses a finished one's process: no re-import
         run_config=recorder.run_config(args, record, num_to_keep=keep, stop={"training_iteration": args.epochs}),
     )
     if args.resume:                        # continue an interrupted search where it stopped (--resume)

@@ -195,6 +195,44 @@ def _resources(a) -> None:
         a.max_concurrent = max(1, slots if slots else int(cpus_total // a.cpus_per_trial))
     if a.max_concurrent < 1:
         raise ValueError(f"--max-concurrent must be >= 1, got {a.max_concurrent}")
+    warn_shared_gpu(a)
+
+
+def model_parameters(model: str | None) -> int | None:
+    """About how many parameters a model has, from its config.json: a local model directory, or the
+    copy under configs/ for a hub id (configs/bloom-560m/ for bigscience/bloom-560m); None if unknown.
+    12 x layers x hidden^2 (attention + MLP) + vocabulary x hidden (embeddings): BLOOM-560M 0.56 B."""
+    import json
+    if not model or model == "tiny":
+        return None
+    for cfg in (Path(model).expanduser() / "config.json", REPO / "configs" / Path(model).name / "config.json"):
+        try:
+            c = json.loads(cfg.read_text())
+            h = c.get("hidden_size") or c.get("n_embed") or c["n_embd"]
+            layers = c.get("num_hidden_layers") or c["n_layer"]
+            return int(12 * layers * h * h + c["vocab_size"] * h)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def warn_shared_gpu(a) -> None:
+    """--gpus-per-trial below 1 puts several trials on one GPU. Ray only counts: it does not divide the
+    GPU's memory, so with a model larger than the tiny one say what each trial needs and where to see
+    what it used (peak_memory_gib, printed by every trial)."""
+    if not 0 < a.gpus_per_trial < 1:
+        return
+    model = a.model or PROFILES[a.profile].trial["model"]
+    n = model_parameters(model)
+    if model == "tiny" or (n is not None and n < 1e8):     # small: many fit (an unknown model: say it)
+        return
+    need = (f" (~{n / 1e9:.2f} B parameters: ~{16 * n / 2**30:.0f} GiB for fp32 weights, gradients and AdamW "
+            "moments before any activations)" if n else "")
+    print(f"[tune] WARNING: --gpus-per-trial {a.gpus_per_trial:g} puts up to {int(1 // a.gpus_per_trial)} trials "
+          f"on one GPU, and nothing divides its memory between them: every trial of {model}{need} must fit "
+          "beside the others. Each trial prints its peak memory (peak_memory_gib in its [eval] lines and "
+          "metrics.json); bench/bench_fractional.py measures 1, 2 and 4 trials per GPU. A trial that runs "
+          "out of memory is retried (--max-failures) and then recorded as error.", flush=True)
 
 
 def cuda_on_nodes() -> bool:
