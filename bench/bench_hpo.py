@@ -1,6 +1,6 @@
 """How efficient is each HPO method? The four methods on the laptop tier, over several search seeds.
 
-Run:  python bench/bench_hpo.py --seeds 0,1,2                # runs every method x seed (~16 min per seed, 2 cores)
+Run:  python bench/bench_hpo.py --seeds 0,1,2                # runs every method x seed (~12 min per seed, 2 cores)
       python bench/bench_hpo.py --from-csvs logs/*/*local-demo-20261203-115933.csv        # reuse, run nothing
       python bench/bench_hpo.py --seeds 0,1,2 --from-csvs logs/*/*<seed-0 job>.csv         # run seeds 1 and 2 only
       python bench/bench_hpo.py --seeds 0,1 --dry-run         # print the launches, run nothing
