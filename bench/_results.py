@@ -47,3 +47,13 @@ def refusal_message(refused: Path, written: Path, n_new: int) -> str:
     held = "cannot be read" if before == -1 else f"holds {before} entries"
     return (f"ERROR: {refused} {held} and this run measured {n_new}: it was NOT replaced; "
             f"the new results are in {written}")
+
+
+def save(path, doc: dict) -> tuple[Path, int]:
+    """write_results, and on a refusal the message on stderr: (the path written, the exit status)."""
+    import sys
+    written, refused = write_results(path, doc)
+    if refused is not None:
+        print(refusal_message(refused, written, len(doc["entries"])), file=sys.stderr)
+        return written, 1
+    return written, 0

@@ -194,7 +194,7 @@ def main(argv=None) -> int:
         return 0
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _results import refusal_message, write_results
+    from _results import save
     if model == "rehearsal":
         from hpo.tiny import ensure_rehearsal_model
         model = str(ensure_rehearsal_model())
@@ -233,12 +233,9 @@ def main(argv=None) -> int:
            "dataset": a.dataset, "batch_size": a.batch_size,
            "measured_trial": {"train_samples": a.train_samples, "eval_samples": a.eval_samples, "epochs": a.epochs},
            "workshop_trial": a.full_trial, "extrapolated": not a.full, "entries": entries}
-    written, refused = write_results(out, doc)
+    written, rc = save(out, doc)
     print(f"\nwrote {written}")
-    if refused is not None:
-        print(refusal_message(refused, written, len(entries)), file=sys.stderr)
-        return 1
-    return 0 if all(e["ok"] for e in entries[:1]) else 1
+    return rc or (0 if all(e["ok"] for e in entries[:1]) else 1)
 
 
 if __name__ == "__main__":

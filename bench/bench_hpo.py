@@ -55,15 +55,13 @@ class BenchError(Exception):
 def runs_from_csvs(paths) -> dict[tuple[str, int], dict]:
     """{(method, seed): {"csv", "rows"}} from results CSVs. A CSV may hold several seeds (a manual
     grid run with --seeds 0,1,2): its rows are split by their seed column."""
-    from hpo.schema import read_csv
+    from hpo.report import CompareError, load_csvs
+    try:
+        by_method = load_csvs(paths)          # the comparison's own reader: same checks, same messages
+    except CompareError as e:
+        raise BenchError(f"--from-csvs: {e}") from None
     runs: dict[tuple[str, int], dict] = {}
-    for p in map(Path, paths):
-        if not p.is_file():
-            raise BenchError(f"--from-csvs: no such file: {p}")
-        try:
-            rows = read_csv(p)
-        except ValueError as e:
-            raise BenchError(f"--from-csvs: {e}") from None
+    for p, rows in (f for files in by_method.values() for f in files):
         for r in rows:
             if r["seed"] is None:
                 raise BenchError(f"{p}: trial {r['trial_id']} has no seed")
@@ -278,7 +276,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     a = parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _results import refusal_message, write_results
+    from _results import save
     try:
         runs = runs_from_csvs(a.from_csvs)
         seeds = a.seeds if a.seeds is not None else sorted({s for _, s in runs})
@@ -309,14 +307,11 @@ def main(argv=None) -> int:
            "cost_to_grid_best": "trials' hours in CSV row order up to the first trial with eval_loss <= the "
                                 "manual grid's best eval loss of the same seed (null: never)",
            "summary": summary, "entries": entries}
-    written, refused = write_results(out / "hpo_efficiency.json", doc)
+    written, rc = save(out / "hpo_efficiency.json", doc)
     png = written.with_suffix(".png")
     plot(entries, basis, png)
     print(f"\nwrote {written} and {png}")
-    if refused is not None:
-        print(refusal_message(refused, written, len(entries)), file=sys.stderr)
-        return 1
-    return 0
+    return rc
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         ap.error(f"--epochs must be >= 1, got {a.epochs}")
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _results import refusal_message, write_results
+    from _results import save
     from hpo.config import PROFILES, TrialConfig
     from hpo.data import DataError, encode_split, load_squad
     from hpo.trial import resolve_model_and_data
@@ -141,12 +141,9 @@ def main(argv=None) -> int:
            "profile": a.profile, "dataset": splits.source, "tokenizer": tok_name, "max_length": max_length,
            "train_examples": len(lengths), "mean_length": statistics.mean(lengths), "max_length_share":
            at_max / len(lengths), "seed": a.seed, "epochs_averaged": a.epochs, "entries": entries}
-    written, refused = write_results(a.out, doc)
+    written, rc = save(a.out, doc)
     print(f"\nwrote {written}")
-    if refused is not None:
-        print(refusal_message(refused, written, len(entries)), file=sys.stderr)
-        return 1
-    return 0
+    return rc
 
 
 if __name__ == "__main__":
