@@ -49,7 +49,6 @@ for m in $METHODS; do
 done
 mkdir -p "$new/noise"
 cp -p "$src_root/manual/hpo-manual-$id-noise".{out,csv,summary.json} "$new/noise/"
-python scripts/compare.py "$new"/*/hpo-*-"$id".csv --out-dir "$new/compare" > /dev/null
 {
   echo "# Reference results — laptop tier"
   echo
@@ -61,5 +60,8 @@ chmod -R a+rX,go-w "$new"                 # readable like any committed file (te
 # the logs name the scratch directory they ran in; the files are read relative to where they are now
 if [ -d "$DEST" ]; then rm -rf "$DEST.previous"; mv "$DEST" "$DEST.previous"; fi
 mv "$new" "$DEST"
+# compared where the files now are, so the notes name the committed paths
+python scripts/compare.py "$DEST"/*/hpo-*-"$id".csv --out-dir "$DEST/compare" > /dev/null
+chmod -R a+rX,go-w "$DEST/compare"
 echo "[reference] written $DEST"
 python scripts/answer_key.py
