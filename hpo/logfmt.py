@@ -13,7 +13,7 @@ from the log line to the CSV, nothing to translate on the way.
     ===== JOB <id> START : <date> =====                       (experiments/common.sh)
     [job] method=manual job_id=.. job_name=.. tier=.. nodes=.. gpus=.. cpus=..
     ===== RUN <k>/<n> START trial=<id> learning_rate=.. batch_size=.. weight_decay=.. seed=.. epochs=.. gpus=.. cpus=.. : <date> =====
-    [eval] trial=<id> epoch=1.00 step=38 eval_loss=1.2345 exact_match=12.00 f1=20.50 learning_rate=.. batch_size=.. weight_decay=..
+    [eval] trial=<id> epoch=1.00 step=38 eval_loss=1.2345 exact_match=12.00 f1=20.50 learning_rate=.. batch_size=.. weight_decay=.. peak_memory_gib=..
     [result] {"trial_id": "..", "eval_loss": .., ...}         (metrics.json, printed by rank 0)
     ===== RUN <k>/<n> END trial=<id> rc=<rc> wall_s=<s> : <date> =====
     ===== JOB <id> FINISH : <date> (rc=<rc>, elapsed=<s>s) =====
@@ -97,13 +97,16 @@ def run_end_line(k: int, n: int, trial: str, rc: int, wall_s: float, date: str) 
 
 
 def eval_line(trial_id: str, epoch: float, step: int, metrics: dict, hparams: dict) -> str:
-    """One readable summary line per evaluation (printed by rank 0 only)."""
+    """One readable summary line per evaluation (printed by rank 0 only); the trial's peak memory
+    so far at the end when `metrics` has it (`peak_memory_gib`)."""
+    memory = ({"peak_memory_gib": f"{metrics['peak_memory_gib']:.2f}"}
+              if metrics.get("peak_memory_gib") is not None else {})
     return kv_line(
         EVAL, trial=trial_id, epoch=f"{epoch:.2f}", step=step,
         eval_loss=f"{metrics['eval_loss']:.4f}",
         exact_match=f"{metrics['exact_match']:.2f}", f1=f"{metrics['f1']:.2f}",
         learning_rate=hparams["learning_rate"], batch_size=hparams["batch_size"],
-        weight_decay=hparams["weight_decay"])
+        weight_decay=hparams["weight_decay"], **memory)
 
 
 def result_line(record: dict) -> str:

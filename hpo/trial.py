@@ -443,8 +443,7 @@ def run_trial(cfg: TrialConfig, report: ReportFn | None = None, started_at: floa
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             if self.is_world_process_zero():
-                print(logfmt.eval_line(cfg.trial_id, epoch, rec["step"], rec, hparams) + " "
-                      + logfmt.kv_line("", peak_memory_gib=f"{rec['peak_memory_gib']:.2f}"), flush=True)
+                print(logfmt.eval_line(cfg.trial_id, epoch, rec["step"], rec, hparams), flush=True)
                 if len(history) == 1:
                     _log("sample answers: " + " | ".join(
                         f"{p!r} (ref {r[0]!r})" for p, r in zip(preds[:3], val.references[:3])))

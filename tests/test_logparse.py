@@ -378,3 +378,12 @@ def test_ray_log_reparse_finds_its_records_and_never_shrinks_a_csv(tmp_path):
     # more rows than before: replaced as usual
     res = _cli(log, "--quiet", "--records", tmp_path / "moved.jsonl")
     assert res.returncode == 0 and len(read_csv(tmp_path / "hpo-asha-901.csv")) == 2
+
+
+def test_eval_line_carries_the_peak_memory_when_measured():
+    from hpo import logfmt
+    hp = {"learning_rate": 1e-3, "batch_size": 8, "weight_decay": 0.0}
+    m = {"eval_loss": 1.0, "exact_match": 2.0, "f1": 3.0}
+    assert "peak_memory_gib" not in logfmt.eval_line("t", 1.0, 10, m, hp)
+    line = logfmt.eval_line("t", 1.0, 10, {**m, "peak_memory_gib": 0.587}, hp)
+    assert logfmt.parse_kv(line[len(logfmt.EVAL):])["peak_memory_gib"] == "0.59"
