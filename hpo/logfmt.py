@@ -91,9 +91,11 @@ def run_start_line(k: int, n: int, trial: str, fields: dict, date: str) -> str:
     return f"===== RUN {k}/{n} START trial={_fmt(trial)}{' ' + kv if kv else ''} : {date} ====="
 
 
-def run_end_line(k: int, n: int, trial: str, rc: int, wall_s: float, date: str) -> str:
-    """`===== RUN k/n END trial=<id> rc=<rc> wall_s=<s> : <date> =====` (wall_s to 0.1 s)."""
-    return f"===== RUN {k}/{n} END trial={_fmt(trial)} rc={int(rc)} wall_s={wall_s:.1f} : {date} ====="
+def run_end_line(k: int, n: int, trial: str, rc: int, wall_s: float, date: str, stopped: bool = False) -> str:
+    """`===== RUN k/n END trial=<id> rc=<rc> wall_s=<s> : <date> =====` (wall_s to 0.1 s);
+    `stopped=1` after wall_s: the job stopped the run (scancel, walltime) — incomplete, resumable."""
+    return (f"===== RUN {k}/{n} END trial={_fmt(trial)} rc={int(rc)} wall_s={wall_s:.1f}"
+            f"{' stopped=1' if stopped else ''} : {date} =====")
 
 
 def eval_line(trial_id: str, epoch: float, step: int, metrics: dict, hparams: dict) -> str:

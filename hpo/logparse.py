@@ -335,7 +335,9 @@ class _Parser:
             if run.start_time and end_time:
                 wall = (end_time - run.start_time).total_seconds()
         metrics = self.metrics(run)
-        if rc == 0 and metrics.get("eval_loss") is not None:
+        if kv.get("stopped") == "1":      # stopped by the job (several runs at a time): resumable
+            status = "incomplete"
+        elif rc == 0 and metrics.get("eval_loss") is not None:
             status = "completed"
         else:
             status = "error"

@@ -1,4 +1,5 @@
-"""`--attention sdpa` (hpo/bloom_attention.py) computes what transformers' eager BLOOM attention does.
+"""`--attention sdpa` (hpo/bloom_attention.py) computes what transformers' eager BLOOM attention
+and GeLU do.
 
 Run: .venv/bin/python -m pytest -q tests/test_attention.py        (CPU, ~1 min; GPU tests skip without CUDA)
 
@@ -12,7 +13,8 @@ import pytest
 import torch
 
 from conftest import ROOT, run_cli
-from hpo.bloom_attention import BloomSdpaAttention, attention_in_use, combined_mask, set_attention
+from hpo.bloom_attention import (BloomFusedGelu, BloomSdpaAttention, attention_in_use, combined_mask,
+                                 set_attention)
 from hpo.config import ConfigError, TrialConfig, trial_config_from, trial_parser
 from hpo.loss import set_answer_loss
 
@@ -187,12 +189,36 @@ def test_bf16_mask_stays_finite():
     assert torch.isfinite(out).all()
 
 
+def test_fused_gelu_equals_bloom_gelu_forward_and_backward():
+    """transformers' GeLUFunction (BLOOM's tanh approximation, op by op) vs torch's fused
+    gelu(approximate="tanh"), in fp32 over the range activations take, and far out in the tails."""
+    from transformers.models.bloom.modeling_bloom import BloomGelu
+    x = torch.cat([torch.linspace(-12, 12, 20001), torch.randn(20000) * 3])
+    grad_out = torch.randn_like(x)
+    out, grad = {}, {}
+    for name, layer in (("bloom", BloomGelu()), ("fused", BloomFusedGelu())):
+        xi = x.clone().requires_grad_(True)
+        out[name] = layer(xi)
+        out[name].backward(grad_out)
+        grad[name] = xi.grad
+    assert (out["bloom"] - out["fused"]).abs().max() < 1e-5
+    assert (grad["bloom"] - grad["fused"]).abs().max() < 1e-5
+    # control: the exact (erf) GeLU is another function — the comparison above can tell them apart
+    exact = torch.nn.functional.gelu(x)
+    assert (exact - out["bloom"].detach()).abs().max() > 1e-4
+
+
 def test_eager_puts_back_transformers_class(bloom):
-    from transformers.models.bloom.modeling_bloom import BloomAttention
+    from transformers.models.bloom.modeling_bloom import BloomAttention, BloomGelu
     set_attention(bloom, "sdpa")
     assert all(type(b.self_attention) is BloomSdpaAttention for b in bloom.transformer.h)
+    assert all(type(b.mlp.gelu_impl) is BloomFusedGelu for b in bloom.transformer.h)
     set_attention(bloom, "eager")
     assert all(type(b.self_attention) is BloomAttention for b in bloom.transformer.h)
+    assert all(type(b.mlp.gelu_impl) is BloomGelu for b in bloom.transformer.h)
+    bloom.transformer.h[0].mlp.gelu_impl.__class__ = BloomFusedGelu       # half switched: said so
+    assert attention_in_use(bloom) == "mixed"
+    set_attention(bloom, "eager")
     with pytest.raises(ValueError, match="sdpa"):
         set_attention(bloom, "flash")
 

@@ -87,12 +87,21 @@ def test_manual_grid_laptop_two_combinations(root, tmp_path):
     job_id = log.name[len("hpo-manual-"):-len(".out")]
     assert f"===== JOB {job_id} START" in out and f"===== JOB {job_id} FINISH" in out
     assert out.count("===== RUN ") == 4 and "JOB SUMMARY" in out
+    # two runs at a time (one per CPU, one thread each, like a Ray trial here), each block whole
+    assert "[job] 2 run(s) at a time, 0 GPU + 1 CPU each" in out and "--num-threads 1" in out
+    lines = out.splitlines()
+    started2 = next(i for i, line in enumerate(lines) if line.startswith("[job] RUN 2/2 started"))
+    end1 = next(i for i, line in enumerate(lines) if line.startswith("===== RUN 1/2 END"))
+    start2 = next(i for i, line in enumerate(lines) if line.startswith("===== RUN 2/2 START"))
+    assert started2 < end1 < start2
+    assert [line.split()[1] for line in lines if line.startswith("[eval]")] == \
+        ["trial=run01_lr0.005_bs16_wd0", "trial=run02_lr0.005_bs16_wd0.01"]
     rows = read_rows(log.with_suffix(".csv"))
     assert [r["weight_decay"] for r in rows] == ["0", "0.01"]
     for r in rows:
         assert r["status"] == "completed" and r["method"] == "manual"
         assert finite(r["eval_loss"]) and finite(r["exact_match"]) and finite(r["f1"])
-        assert float(r["wall_s"]) > 0 and float(r["cpu_hours"]) > 0
+        assert float(r["wall_s"]) > 0 and float(r["cpu_hours"]) == pytest.approx(float(r["wall_s"]) / 3600, rel=0.02)
     # each combination has its own output directory with its metrics.json
     assert len(list(log.with_suffix("").glob("*/metrics.json"))) == 2
 
@@ -133,6 +142,7 @@ def test_bad_profile_is_rejected(root, tmp_path):
     (["--learning-rates", "abc"], "not a comma list of floats"),
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--deepspeed", "nope.json"], "DeepSpeed config not found"),
+    (["--runs-at-once", "0"], "--runs-at-once must be >= 1"),
 ])
 def test_manual_bad_options(root, tmp_path, args, needle):
     p, _ = launch(root, tmp_path, "manual", *args, timeout=60)

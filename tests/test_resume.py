@@ -30,14 +30,17 @@ def _start(root, tmp_path, method, job_id, *args):
     return proc, log
 
 
-def _usr1_when(proc, log, needle, timeout=300):
+def _usr1_when(proc, log, needle, timeout=300, also=()):
+    """USR1 to the launcher as soon as `needle` is in `log` (and each (file, text) of `also` in its file)."""
+    waits = [(log, needle), *also]
+
+    def seen():
+        return all(f.exists() and text in f.read_text(errors="replace") for f, text in waits)
     deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if log.exists() and needle in log.read_text():
-            break
-        time.sleep(0.5)
+    while time.time() < deadline and proc.poll() is None and not seen():
+        time.sleep(0.2)
     assert proc.poll() is None, log.read_text()[-3000:]
-    assert needle in log.read_text(), log.read_text()[-3000:]
+    assert seen(), log.read_text()[-3000:]
     proc.send_signal(signal.SIGUSR1)
     assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
 
@@ -80,20 +83,25 @@ def test_ray_search_stopped_by_usr1_resumes_where_it_stopped(root, tmp_path):
 
 
 def test_manual_grid_resume_skips_finished_runs_and_continues_the_interrupted_one(root, tmp_path):
-    args = ["--smoke", "--learning-rates", "5e-3,1e-3,2e-3", "--epochs", "3"]
+    """Two runs at a time (the laptop tier: one per CPU): USR1 once runs 1 and 2 have ended and run 3
+    has passed its first evaluation; the resumed job does not train runs 1 and 2 again and continues
+    run 3 from its epoch-1 checkpoint."""
+    args = ["--smoke", "--learning-rates", "5e-3,1e-3,2e-3", "--epochs", "4"]
     proc, log = _start(root, tmp_path, "manual", "first", *args)
-    _usr1_when(proc, log, "[eval] trial=run02_lr0.001_bs8_wd0 epoch=1.00")
+    run3 = tmp_path / "manual" / "hpo-manual-first" / "run03_lr0.002_bs8_wd0"
+    _usr1_when(proc, log, "===== RUN 2/3 END", also=[(run3 / "run.log", "[eval] trial=run03_lr0.002_bs8_wd0 epoch=1.00")])
     first = _rows(log.with_suffix(".csv"))
-    assert [r["status"] for r in first.values()] == ["completed", "incomplete"]
+    assert [r["status"] for r in first.values()] == ["completed", "completed", "incomplete"]
+    assert "stopped=1" in log.read_text()                                      # run 3's block, marked stopped
     assert "RESUME this search with: bash experiments/manual/run.slurm" in log.read_text()
 
     log2, out2, second = _resume(root, tmp_path, "manual", args)
     assert list(second) == ["run01_lr0.005_bs8_wd0", "run02_lr0.001_bs8_wd0", "run03_lr0.002_bs8_wd0"]
     assert {r["status"] for r in second.values()} == {"completed"}
-    assert out2.count("finished in the earlier job: not run again") == 1     # run 1 is not trained again
-    assert "run02_lr0.001_bs8_wd0 was interrupted in the earlier job: continuing from" in out2
-    assert "[trial] resuming from" in out2 and "1 epochs done" in out2       # from its epoch-1 checkpoint
-    r1, r2 = first["run01_lr0.005_bs8_wd0"], second["run01_lr0.005_bs8_wd0"]
-    assert (r2["eval_loss"], r2["wall_s"]) == (r1["eval_loss"], r1["wall_s"])   # the same result, counted once
-    run2 = json.loads((tmp_path / "manual" / "hpo-manual-first" / "run02_lr0.001_bs8_wd0" / "run.json").read_text())
-    assert float(second["run02_lr0.001_bs8_wd0"]["wall_s"]) > run2["wall_s"]       # both jobs' time
+    assert out2.count("finished in the earlier job: not run again") == 2     # runs 1 and 2 are not trained again
+    assert "run03_lr0.002_bs8_wd0 was interrupted in the earlier job: continuing from" in out2
+    assert "[trial] resuming from" in out2 and "epochs done" in out2          # from its latest checkpoint
+    for trial in ("run01_lr0.005_bs8_wd0", "run02_lr0.001_bs8_wd0"):           # the same result, counted once
+        assert (second[trial]["eval_loss"], second[trial]["wall_s"]) == (first[trial]["eval_loss"], first[trial]["wall_s"])
+    spent = json.loads((run3 / "run.json").read_text())
+    assert float(second["run03_lr0.002_bs8_wd0"]["wall_s"]) > spent["wall_s"] > 0     # both jobs' time

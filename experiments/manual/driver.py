@@ -1,4 +1,4 @@
-"""Manual grid: every combination of a few hand-picked values, one full run after another.
+"""Manual grid: every combination of a few hand-picked values, each run to its last epoch.
 
 Run:  sbatch experiments/manual/run.slurm [--learning-rates 1e-5,2e-4 --epochs 3 ...]   (cluster tier)
       bash experiments/manual/run.slurm                                                 (laptop tier)
@@ -9,8 +9,10 @@ so `diff experiments/manual/driver.py experiments/asha/driver.py` shows only the
 
 This is the baseline the other methods are measured against: no Ray, no early stopping —
 each combination is one `scripts/train.py` run to the last epoch, on one GPU like a Ray trial
-(`--gpus-per-run N`: data-parallel under `torchrun`, e.g. with DeepSpeed ZeRO-2), in its own output
-directory, so one failing combination does not stop the grid. Each run is framed by `===== RUN k/n START/END =====`
+(`--gpus-per-run N`: data-parallel under `torchrun`, e.g. with DeepSpeed ZeRO-2), one after another;
+on a CPU-only machine (the laptop tier) one run per CPU at a time, like the Ray trials there
+(`--runs-at-once`). Each run is its own process, in its own output directory, so one failing
+combination does not stop the grid (hpo/runs.py). Each run is framed by `===== RUN k/n START/END =====`
 lines; after the job the parser (scripts/parse_logs.py) turns them into the results CSV.
 """
 import argparse
@@ -18,13 +20,10 @@ import itertools
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from hpo import logfmt
+from hpo import runs
 from hpo.config import (HYPERPARAMETERS, PROFILES, SMOKE, TrialConfig, absolute_paths, add_trial_options,
                         trial_config_from)
 from hpo.report import best_row, describe_best
@@ -39,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 # ----------------------------------------------------------------------------- 1. options
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="experiments/manual/driver.py",
-                                 description="manual grid: one run per combination, serially")
+                                 description="manual grid: one run per combination, each to its last epoch")
     g = ap.add_argument_group("the grid [default: the profile's, hpo/config.py]")
     g.add_argument("--learning-rates", help="comma list")
     g.add_argument("--batch-sizes", help="comma list, per device")
@@ -54,6 +53,9 @@ def parse_args(argv=None):
     g.add_argument("--no-checkpoints", action="store_true",
                    help="do not keep each run's latest training state (then --resume reruns an interrupted "
                         "run from its start; BLOOM-560M: saves ~6.7 GB writes per epoch)")
+    g.add_argument("--runs-at-once", type=int,
+                   help="runs trained at the same time [default: on a CPU-only machine (the laptop tier) one "
+                        "per CPU, each with one CPU thread, like the Ray methods' trials there; otherwise 1]")
     g.add_argument("--gpus-per-run", type=int, default=1,
                    help="GPUs of the node each run uses, data-parallel under torchrun [default: 1, like one "
                         "Ray trial, so a run here and a trial there are the same training run; with N > 1 "
@@ -86,6 +88,12 @@ def parse_args(argv=None):
             a.deepspeed = None
         if a.gpus_per_run < 1:
             raise SearchSpaceError(f"--gpus-per-run must be >= 1, got {a.gpus_per_run}")
+        if a.runs_at_once is not None and a.runs_at_once < 1:
+            raise SearchSpaceError(f"--runs-at-once must be >= 1, got {a.runs_at_once}")
+        if (a.runs_at_once or 1) > 1 and (os.environ.get("HPO_TIER") == "cluster"
+                                          or int(os.environ.get("HPO_GPUS_PER_NODE", "0") or 0)):
+            raise SearchSpaceError("--runs-at-once > 1 is for a CPU-only machine (the laptop tier); with GPUs "
+                                   "each run holds its GPU(s) and the grid runs one at a time")
         absolute_paths(a)
         a.resume_dir = resume_dir(a.resume, "manual") if a.resume else None
         if a.deepspeed and not Path(a.deepspeed).is_file():
@@ -117,8 +125,8 @@ def main(argv=None) -> int:
           f"{args.batch_sizes} x weight_decay {args.weight_decays} x seed {args.seeds} = {n} runs", flush=True)
 
     # ------------------------------------------------------------------------- 3. scheduler
-    # Serial, each run to its last epoch, one rank per GPU it uses (--gpus-per-run). The local
-    # practice cluster's GPUs are emulated (no CUDA behind them): then each run is one CPU rank.
+    # Each run to its last epoch, one rank per GPU it uses (--gpus-per-run), one run after another.
+    # The local practice cluster's GPUs are emulated (no CUDA behind them): then each run is one CPU rank.
     node_gpus = int(os.environ.get("HPO_GPUS_PER_NODE", "0"))
     gpus = min(args.gpus_per_run, node_gpus)
     if node_gpus and args.gpus_per_run > node_gpus:
@@ -139,13 +147,24 @@ def main(argv=None) -> int:
         if node_gpus:
             step.append(f"--gres=gpu:{min(args.gpus_per_run, node_gpus)}")
         launch = step + launch
+    # On a CPU-only machine the job's CPUs are its devices: one run per CPU, one thread each, as
+    # the Ray methods run their trials there — so a grid run and a trial cost the same CPU-hours.
+    cpus = int(os.environ.get("HPO_CPUS") or os.cpu_count() or 1)
+    at_once = args.runs_at_once or (1 if gpus or os.environ.get("HPO_TIER") == "cluster" else cpus)
+    threads = {} if at_once == 1 else {"num_threads": args.num_threads or max(1, cpus // at_once)}
+    run_cpus = threads.get("num_threads", cpus)
     print(f"[job] each run: {' '.join(launch)} scripts/train.py "
-          f"{' '.join(trial_config_from(args).to_argv())}", flush=True)
+          f"{' '.join(trial_config_from(args, **threads).to_argv())}", flush=True)
+    print(f"[job] {at_once} run(s) at a time, {gpus or 0} GPU + {run_cpus} CPU each", flush=True)
     job_dir = options_job_dir("manual")
+    fork = launch == [sys.executable]       # plain python runs: forked from this process (hpo/runs.py)
+    if fork:
+        runs.preload()
+        print("[job] the training stack (torch, transformers, ...) is imported once here; each run is a "
+              "process forked from this one (hpo/runs.py), so no run pays those imports", flush=True)
 
     # ------------------------------------------------------------------------- 4. the runs
-    runner = Runner(args)
-    records, failed = [], 0
+    runner = runs.GridRunner(at_once, fork=fork, on_stop=lambda: print_resume_command(args))
     prev = args.resume_dir
     if prev:
         prev_job = next((json.loads(f.read_text()).get("job_id") for f in sorted(prev.glob("*/run.json"))), None)
@@ -155,34 +174,24 @@ def main(argv=None) -> int:
         trial = f"run{k:02d}_lr{lr:g}_bs{bs}_wd{wd:g}" + (f"_s{seed}" if len(args.seeds) > 1 else "")
         run_dir = job_dir / trial
         cfg = trial_config_from(args, learning_rate=lr, batch_size=bs, weight_decay=wd, seed=seed,
-                                trial_id=trial, output_dir=str(run_dir),
+                                trial_id=trial, output_dir=str(run_dir), **threads,
                                 checkpoint_dir=None if args.no_checkpoints else str(run_dir / "checkpoint"))
-        print(logfmt.run_start_line(k, n, trial, {
+        run = runs.Run(k, n, trial, run_dir, {
             "learning_rate": lr, "batch_size": bs, "weight_decay": wd, "seed": seed,
-            "epochs_planned": cfg.value("epochs"), "gpus": os.environ.get("HPO_GPUS", "0"),
-            "cpus": os.environ.get("HPO_CPUS", str(os.cpu_count()))}, logfmt.log_date()), flush=True)
-        earlier = _earlier_run(prev, trial)
+            "epochs_planned": cfg.value("epochs"), "gpus": os.environ.get("HPO_GPUS", "0"), "cpus": run_cpus})
+        earlier = runs.earlier_run(prev, trial)
         if earlier.get("metrics"):           # finished in the earlier job: its result, its time, once
-            print(f"[job] {trial} finished in the earlier job: not run again", flush=True)
-            print(logfmt.result_line(earlier["metrics"]), flush=True)
-            print(logfmt.run_end_line(k, n, trial, 0, earlier.get("wall_s") or 0.0, logfmt.log_date()), flush=True)
-            records.append(earlier["metrics"])
+            runner.done_earlier(run, earlier["metrics"], earlier.get("wall_s") or 0.0)
             continue
+        note = None
         if earlier.get("checkpoint"):        # interrupted there: continue from its last checkpoint
-            print(f"[job] {trial} was interrupted in the earlier job: continuing from {earlier['checkpoint']}",
-                  flush=True)
+            note = f"[job] {trial} was interrupted in the earlier job: continuing from {earlier['checkpoint']}"
             cfg.resume_from = earlier["checkpoint"]
-        t0 = time.time() - (earlier.get("wall_s") or 0.0)       # its time in both jobs
-        runner.start(trial, run_dir, t0)
-        rc = runner.run(launch + [str(REPO / "scripts" / "train.py")] + cfg.to_argv())
-        wall = time.time() - t0
-        _write_run_json(run_dir, rc, wall)
-        print(logfmt.run_end_line(k, n, trial, rc, wall, logfmt.log_date()), flush=True)
-        metrics = run_dir / "metrics.json"
-        if rc == 0 and metrics.exists():
-            records.append(json.loads(metrics.read_text()))
-        else:
-            failed += 1
+        run.earlier_wall_s = earlier.get("wall_s") or 0.0       # its time in both jobs
+        run.cmd = launch + [str(REPO / "scripts" / "train.py")] + cfg.to_argv()
+        runner.submit(run, note)
+    runner.finish()
+    records, failed = runner.records, runner.failed
 
     # ------------------------------------------------------------------------- 5. results
     print(f"[job] grid done: {n - failed}/{n} runs succeeded", flush=True)
@@ -193,62 +202,6 @@ def main(argv=None) -> int:
     if best is not None:
         print(f"[job] {describe_best(best)}", flush=True)
     return 0 if failed < n else 1           # the job fails only if every run failed
-
-
-def _earlier_run(prev: Path | None, trial: str) -> dict:
-    """What an earlier job (--resume) left of this run: its metrics (finished), its latest
-    checkpoint (interrupted), and the wall time it already spent."""
-    if prev is None or not (prev / trial).is_dir():
-        return {}
-    d = prev / trial
-    run = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
-    out = {"wall_s": run.get("wall_s")}
-    if (d / "metrics.json").is_file() and run.get("rc", 0) == 0:
-        out["metrics"] = json.loads((d / "metrics.json").read_text())
-    elif (d / "checkpoint" / "trial_state.json").is_file():
-        out["checkpoint"] = str(d / "checkpoint")
-    return out
-
-
-def _write_run_json(run_dir: Path, rc: int, wall_s: float) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps({"rc": rc, "wall_s": round(wall_s, 1),
-                                                  "job_id": os.environ.get("HPO_JOB_ID")}) + "\n")
-
-
-class Runner:
-    """Runs one command at a time in its own process group; SIGTERM/SIGINT (scancel, Ctrl-C) and
-    USR1 (the walltime/preemption warning) are passed on to the whole group, so no rank outlives
-    the job, and the driver exits with the run's RUN block left open — the parser then marks that
-    run incomplete; its latest checkpoint and the time it spent stay for --resume."""
-
-    def __init__(self, args):
-        self.args, self.child, self.current = args, None, None
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-            signal.signal(sig, self._stop)
-
-    def start(self, trial: str, run_dir: Path, t0: float) -> None:
-        self.current = (trial, run_dir, t0)
-
-    def run(self, cmd) -> int:
-        self.child = subprocess.Popen(cmd, start_new_session=True)
-        rc = self.child.wait()
-        self.child, self.current = None, None
-        return rc
-
-    def _stop(self, signum, frame):
-        if self.child is not None and self.child.poll() is None:
-            os.killpg(self.child.pid, signal.SIGTERM if signum == signal.SIGUSR1 else signum)
-            try:
-                self.child.wait(timeout=float(os.environ.get("HPO_TERM_WAIT_S", "8")))
-            except subprocess.TimeoutExpired:
-                os.killpg(self.child.pid, signal.SIGKILL)
-        if self.current is not None:
-            trial, run_dir, t0 = self.current
-            _write_run_json(run_dir, -signum, time.time() - t0)        # time spent, for --resume
-        print(f"[job] {signal.Signals(signum).name}: grid stopped", flush=True)
-        print_resume_command(self.args)
-        sys.exit(0 if signum == signal.SIGUSR1 else 128 + signum)
 
 
 if __name__ == "__main__":
