@@ -14,7 +14,7 @@ Three measurements:
 2. training steps of a model built from a config with random weights (no download) at a fixed
    sequence length, for each VARIANT = attention[+loss]:
        eager        transformers' BLOOM code as it is (today's path)
-       sdpa         hpo/bloom_attention.py, transformers' loss
+       sdpa         hpo/bloom_attention.py (SDPA attention + fused GeLU), transformers' loss
        sdpa+fused   + the fused linear cross-entropy of liger-kernel (hpo/loss.py; CUDA + liger only)
        sdpa+plain   + the loss in chunks of positions, recomputed in the backward pass (any device)
    Models: "bloom560m" = configs/bloom-560m (24 layers on a GPU, --layers to change; 2 by default on a

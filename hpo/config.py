@@ -110,9 +110,10 @@ class TrialConfig:
     precision: str = _opt("auto", "auto (bf16 / fp16 on V100 / fp32 on CPU) | bf16 | fp16 | fp32",
                           choices=("auto", "bf16", "fp16", "fp32"))
     attention: str = _opt("sdpa", "sdpa: BLOOM's attention through torch's fused scaled_dot_product_attention, "
-                                  "and the loss computed only at the answer tokens (fused with liger-kernel on "
-                                  "CUDA), see hpo/bloom_attention.py; eager: transformers' own BLOOM code, "
-                                  "unchanged. Other models keep their own attention",
+                                  "its GeLU through torch's fused kernel, and the loss computed only at the "
+                                  "answer tokens (fused with liger-kernel on CUDA), see hpo/bloom_attention.py; "
+                                  "eager: transformers' own BLOOM code, unchanged. Other models keep their own "
+                                  "attention",
                           choices=("sdpa", "eager"))
     grad_accum: int = _opt(1, "gradient accumulation steps")
     group_by_length: bool = _opt(True, "batch questions of similar length together (groups of up to 50 batches "
