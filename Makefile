@@ -1,5 +1,5 @@
 # HPO workshop — the two commands of the README, plus helpers.
-#   make demo    set up .venv (first time, ~3 min) and run all four methods on the laptop tier (~12 min on 2 cores)
+#   make demo    set up .venv (first time, ~3 min) and run all four methods on the laptop tier (~8 min on 2 cores)
 #   make test    set up .venv and run the test suite (SLURM tests need root; they skip otherwise)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -31,7 +31,7 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -q -m "not slurm and not slow and not deepspeed"
 
-# the committed reference results (logs/reference/laptop) + the answer key filled from them (~13 min)
+# the committed reference results (logs/reference/laptop) + the answer key filled from them (~9 min)
 reference: venv
 	@source $(VENV)/bin/activate && bash scripts/reference.sh
 answer-key: venv

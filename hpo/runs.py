@@ -23,7 +23,8 @@ pid, process group, memory, exit code and /proc start time, so its setup_s count
 `ps`/`top` name it train.py) that finds the modules loaded and runs train.py as __main__. The same
 command line gives the same metrics.json (tests/test_runs.py). Safe because the parent imports
 but never computes (no torch thread pool or CUDA context exists to be copied); `torchrun` (GPUs,
-DeepSpeed) and `srun` job steps (cluster tier) are started as new processes, as before.
+DeepSpeed), `srun` job steps (cluster tier) and every run on macOS (whose system libraries are
+not fork-safe once loaded) are started as new processes, as before.
 
 Stopping (scancel = SIGTERM, Ctrl-C, the walltime warning USR1): every running run's process
 group is stopped, the time it spent is kept in its run.json for --resume, and the job exits. A

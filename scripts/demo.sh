@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/demo.sh — the laptop tier end to end (what `make demo` runs): the four methods on the
 # tiny BLOOM and the bundled SQuAD-format set, on this machine's CPUs, then the best of each.
-#   bash scripts/demo.sh            # ~12 min on 2 cores; each method is its own "job" and log
+#   bash scripts/demo.sh            # ~8 min on 2 cores; each method is its own "job" and log
 #   METHODS="asha pbt" bash scripts/demo.sh
 #   HPO_LOG_ROOT=/tmp/x HPO_DEMO_ID=my-id bash scripts/demo.sh   # elsewhere, under a chosen id (make reference)
 set -uo pipefail

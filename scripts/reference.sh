@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/reference.sh — regenerate the committed reference results of the laptop tier (`make reference`).
 #
-#   bash scripts/reference.sh                                   # run the demo's four methods afresh (~13 min, 2 cores)
+#   bash scripts/reference.sh                                   # run the demo's four methods afresh (~9 min, 2 cores)
 #   bash scripts/reference.sh --from logs local-demo-20261203-115933   # keep a finished `make demo` run instead
 #
 # What it keeps, under logs/reference/laptop/ (committed; `make clean-logs` leaves it alone):

@@ -157,7 +157,9 @@ def main(argv=None) -> int:
           f"{' '.join(trial_config_from(args, **threads).to_argv())}", flush=True)
     print(f"[job] {at_once} run(s) at a time, {gpus or 0} GPU + {run_cpus} CPU each", flush=True)
     job_dir = options_job_dir("manual")
-    fork = launch == [sys.executable]       # plain python runs: forked from this process (hpo/runs.py)
+    # plain python runs on Linux: forked from this process (hpo/runs.py); macOS's system libraries
+    # are not safe to use in a child forked after they were loaded, so there each run starts afresh
+    fork = launch == [sys.executable] and sys.platform.startswith("linux")
     if fork:
         runs.preload()
         print("[job] the training stack (torch, transformers, ...) is imported once here; each run is a "
