@@ -15,7 +15,7 @@ from the log line to the CSV, nothing to translate on the way.
     ===== RUN <k>/<n> START trial=<id> learning_rate=.. batch_size=.. weight_decay=.. seed=.. epochs=.. gpus=.. cpus=.. : <date> =====
     [eval] trial=<id> epoch=1.00 step=38 eval_loss=1.2345 exact_match=12.00 f1=20.50 learning_rate=.. batch_size=.. weight_decay=.. peak_memory_gib=..
     [result] {"trial_id": "..", "eval_loss": .., ...}         (metrics.json, printed by rank 0)
-    ===== RUN <k>/<n> END trial=<id> rc=<rc> wall_s=<s> : <date> =====
+    ===== RUN <k>/<n> END trial=<id> rc=<rc> wall_s=<s> [stopped=1] : <date> =====
     ===== JOB <id> FINISH : <date> (rc=<rc>, elapsed=<s>s) =====
 
 <date> is `date '+%F %T %Z'` (e.g. `2025-03-14 09:00:03 UTC`); `log_date()` gives

@@ -301,10 +301,16 @@ class GridRunner:
 
 
 def _read_lines(path: Path) -> list[str]:
+    """A run's log as its lines, byte for byte what one-at-a-time streaming would have put in the job
+    log: split on \n only (a progress bar's \r stays inside its line, as hpo/logparse.py reads it)."""
     try:
-        return path.read_text(errors="replace").splitlines()
+        text = path.read_bytes().decode("utf-8", errors="replace")
     except OSError:
         return []
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def main(argv=None) -> int:

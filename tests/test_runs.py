@@ -52,6 +52,7 @@ def _run(tmp_path, k, n, seconds, rc=0):
     trial = f"run{k}"
     d = tmp_path / trial
     script = (f"print('[eval] trial={trial} epoch=1.00 step=1 eval_loss={k}.5 exact_match=0 f1=0', flush=True); "
+              f"print('loading 0%\\rloading 100%', flush=True); "
               f"import time; time.sleep({seconds}); "
               f"print('[result] ' + __import__('json').dumps({{'trial_id': '{trial}', 'eval_loss': {k}.25}}));"
               f"__import__('pathlib').Path(r'{d}/metrics.json').write_text('{{\"trial_id\": \"{trial}\"}}');"
@@ -85,6 +86,8 @@ def test_several_at_once_print_whole_blocks_in_grid_order(tmp_path, capsys, rest
     for k, (s, e) in enumerate(zip(starts, ends), start=1):            # each block whole, its own lines only
         assert s < e and all(f"run{k}" in line for line in lines[s + 1:e] if line.startswith("["))
         assert (k == 1 or ends[k - 2] < s)
+    # a run's output is copied as streaming would print it: a progress bar's \r stays inside its line
+    assert out.count("loading 0%\rloading 100%\n") == 3
     started2 = next(i for i, line in enumerate(lines) if line.startswith("[job] RUN 2/3 started"))
     assert started2 < ends[0] and "cpus=1" in lines[starts[0]]        # run 2 started before run 1 ended
     assert len(runner.records) == 2 and runner.failed == 1

@@ -88,10 +88,15 @@ def parse_args(argv=None):
             a.deepspeed = None
         if a.gpus_per_run < 1:
             raise SearchSpaceError(f"--gpus-per-run must be >= 1, got {a.gpus_per_run}")
-        if a.runs_at_once is not None and a.runs_at_once < 1:
+        # On a CPU-only machine the job's CPUs are its devices: one run per CPU, one thread each, as
+        # the Ray methods run their trials there — so a grid run and a trial cost the same CPU-hours.
+        # With GPUs (and on the cluster tier) each run holds its GPU(s): one at a time.
+        one_at_a_time = os.environ.get("HPO_TIER") == "cluster" or int(os.environ.get("HPO_GPUS_PER_NODE") or 0)
+        if a.runs_at_once is None:
+            a.runs_at_once = 1 if one_at_a_time else int(os.environ.get("HPO_CPUS") or os.cpu_count() or 1)
+        elif a.runs_at_once < 1:
             raise SearchSpaceError(f"--runs-at-once must be >= 1, got {a.runs_at_once}")
-        if (a.runs_at_once or 1) > 1 and (os.environ.get("HPO_TIER") == "cluster"
-                                          or int(os.environ.get("HPO_GPUS_PER_NODE", "0") or 0)):
+        elif a.runs_at_once > 1 and one_at_a_time:
             raise SearchSpaceError("--runs-at-once > 1 is for a CPU-only machine (the laptop tier); with GPUs "
                                    "each run holds its GPU(s) and the grid runs one at a time")
         absolute_paths(a)
@@ -147,10 +152,8 @@ def main(argv=None) -> int:
         if node_gpus:
             step.append(f"--gres=gpu:{min(args.gpus_per_run, node_gpus)}")
         launch = step + launch
-    # On a CPU-only machine the job's CPUs are its devices: one run per CPU, one thread each, as
-    # the Ray methods run their trials there — so a grid run and a trial cost the same CPU-hours.
     cpus = int(os.environ.get("HPO_CPUS") or os.cpu_count() or 1)
-    at_once = args.runs_at_once or (1 if gpus or os.environ.get("HPO_TIER") == "cluster" else cpus)
+    at_once = args.runs_at_once                     # several at a time: the job's CPUs shared out among them
     threads = {} if at_once == 1 else {"num_threads": args.num_threads or max(1, cpus // at_once)}
     run_cpus = threads.get("num_threads", cpus)
     print(f"[job] each run: {' '.join(launch)} scripts/train.py "
