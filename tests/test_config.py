@@ -122,3 +122,28 @@ def test_manual_driver_bad_values(root, argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
         _driver(root, "manual").parse_args(argv)
     assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env, argv, expected", [
+    ({"HPO_TIER": "laptop", "HPO_GPUS_PER_NODE": "0", "HPO_CPUS": "4"}, [], 4),      # one run per CPU
+    ({"HPO_TIER": "laptop", "HPO_GPUS_PER_NODE": "0", "HPO_CPUS": "4"}, ["--runs-at-once", "1"], 1),
+    ({"HPO_TIER": "cluster", "HPO_GPUS_PER_NODE": "0", "HPO_CPUS": "8"}, [], 1),      # srun steps: one at a time
+    ({"HPO_TIER": "laptop", "HPO_GPUS_PER_NODE": "1", "HPO_CPUS": "8"}, [], 1),       # a GPU: each run holds it
+])
+def test_manual_runs_at_once_default(root, monkeypatch, env, argv, expected):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert _driver(root, "manual").parse_args(["--profile", "tiny", *argv]).runs_at_once == expected
+
+
+@pytest.mark.parametrize("env, value, needle", [
+    ({"HPO_TIER": "cluster", "HPO_GPUS_PER_NODE": "2"}, "2", "--runs-at-once > 1 is for a CPU-only machine"),
+    ({"HPO_TIER": "laptop", "HPO_GPUS_PER_NODE": "1"}, "2", "--runs-at-once > 1 is for a CPU-only machine"),
+    ({"HPO_TIER": "laptop", "HPO_GPUS_PER_NODE": "0"}, "0", "--runs-at-once must be >= 1, got 0"),
+])
+def test_manual_runs_at_once_bad_values_exit_2(root, monkeypatch, capsys, env, value, needle):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SystemExit) as e:
+        _driver(root, "manual").parse_args(["--profile", "tiny", "--runs-at-once", value])
+    assert e.value.code == 2 and needle in capsys.readouterr().err
