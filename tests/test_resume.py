@@ -30,17 +30,23 @@ def _start(root, tmp_path, method, job_id, *args):
     return proc, log
 
 
-def _usr1_when(proc, log, needle, timeout=300, also=()):
-    """USR1 to the launcher as soon as `needle` is in `log` (and each (file, text) of `also` in its file)."""
+def _usr1_when(proc, log, needle, timeout=300, also=(), settle_s=0.0):
+    """USR1 to the launcher as soon as `needle` is in `log` (and each (file, text) of `also` in its
+    file; a file given as a glob pattern under the log's folder: any match), `settle_s` after that."""
     waits = [(log, needle), *also]
 
+    def found(f, text):
+        files = sorted(log.parent.glob(f)) if isinstance(f, str) else [f]
+        return any(g.exists() and text in g.read_text(errors="replace") for g in files)
+
     def seen():
-        return all(f.exists() and text in f.read_text(errors="replace") for f, text in waits)
+        return all(found(f, text) for f, text in waits)
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None and not seen():
         time.sleep(0.2)
     assert proc.poll() is None, log.read_text()[-3000:]
     assert seen(), log.read_text()[-3000:]
+    time.sleep(settle_s)
     proc.send_signal(signal.SIGUSR1)
     assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
 
@@ -63,7 +69,10 @@ def _resume(root, tmp_path, method, args):
 def test_ray_search_stopped_by_usr1_resumes_where_it_stopped(root, tmp_path):
     args = ["--smoke", "--num-samples", "2", "--epochs", "4", "--grace-period", "4"]
     proc, log = _start(root, tmp_path, "asha", "first", *args)
-    _usr1_when(proc, log, "[eval] trial=")
+    # A trial's checkpoint is written (checkpoint_*/trial_state.json) before Tune's driver registers
+    # it (one more message from the trial); USR1 before that would leave nothing to resume from.
+    _usr1_when(proc, log, "[eval] trial=", also=[("hpo-asha-first/**/checkpoint_*/trial_state.json", '"epochs_done"')],
+               settle_s=1.0)
     out = log.read_text()
     first = _rows(log.with_suffix(".csv"))
     assert len(first) == 2 and "incomplete" in {r["status"] for r in first.values()}
@@ -89,7 +98,9 @@ def test_manual_grid_resume_skips_finished_runs_and_continues_the_interrupted_on
     args = ["--smoke", "--learning-rates", "5e-3,1e-3,2e-3", "--epochs", "4"]
     proc, log = _start(root, tmp_path, "manual", "first", *args)
     run3 = tmp_path / "manual" / "hpo-manual-first" / "run03_lr0.002_bs8_wd0"
-    _usr1_when(proc, log, "===== RUN 2/3 END", also=[(run3 / "run.log", "[eval] trial=run03_lr0.002_bs8_wd0 epoch=1.00")])
+    # the [eval] line is printed before the checkpoint is saved: wait for both, or USR1 can land in between
+    _usr1_when(proc, log, "===== RUN 2/3 END", also=[(run3 / "run.log", "[eval] trial=run03_lr0.002_bs8_wd0 epoch=1.00"),
+                                                    (run3 / "checkpoint" / "trial_state.json", '"epochs_done"')])
     first = _rows(log.with_suffix(".csv"))
     assert [r["status"] for r in first.values()] == ["completed", "completed", "incomplete"]
     assert "stopped=1" in log.read_text()                                      # run 3's block, marked stopped
