@@ -6,7 +6,6 @@ Use:
     parsed.job        # job_id, method, allocation (nodes/gpus/cpus), start, finish, rc, elapsed_s, ...
     parsed.rows       # one row per `===== RUN k/n START/END =====` block (hpo.schema's make_row)
     parsed.warnings   # lines that did not parse, with line numbers (LogWarning)
-    parsed.history    # trial_id -> its [eval] points, for learning curves
 The command line around it is scripts/parse_logs.py (CSV, JOB SUMMARY, table).
 
 This is the reader of the lines that hpo.logfmt writes (see its docstring for the
@@ -65,14 +64,12 @@ class LogError(Exception):
 
 @dataclass
 class ParsedLog:
-    """What `parse_log` read: job facts, one row per RUN block, warnings, and each
-    RUN block's evaluations (trial_id -> [{epoch, step, eval_loss, exact_match, f1}],
-    in log order, a line printed by several ranks once) for learning curves."""
+    """What `parse_log` read: job facts, one row per RUN block, warnings. (The learning
+    curves' [eval] history of every kind of job log is hpo.plots.read_job_log's.)"""
     path: str
     job: dict
     rows: list[dict] = field(default_factory=list)
     warnings: list[LogWarning] = field(default_factory=list)
-    history: dict[str, list[dict]] = field(default_factory=dict)
 
 
 def parse_log(path, method: str | None = None) -> ParsedLog:
@@ -150,7 +147,6 @@ class _Parser:
             "host", "log", "start", "finish", "rc", "elapsed_s", "last_time", "runs_planned", "ray_boot_s",
             "resumed_from")}
         self.rows: list[dict] = []
-        self.history: dict[str, list[dict]] = {}
         self.warnings: list[LogWarning] = []
         self.run: _Run | None = None
         self.last_end_text: str | None = None
@@ -188,7 +184,7 @@ class _Parser:
                                        f"status incomplete")
             self.close_incomplete()
         self.finish_job()
-        return ParsedLog(self.path, self.job, self.rows, self.warnings, self.history)
+        return ParsedLog(self.path, self.job, self.rows, self.warnings)
 
     def line(self, lineno, line):
         if line.startswith("===== JOB "):
@@ -368,8 +364,8 @@ class _Parser:
             return
         try:
             metrics = {k: to_number(kv[k], k) for k in _METRICS}
-            point = {"epoch": to_number(kv["epoch"], "epoch"),
-                     "step": to_number(kv.get("step"), "step"), **metrics}
+            epoch = to_number(kv["epoch"], "epoch")
+            to_number(kv.get("step"), "step")              # a bad step= is a malformed line too
         except ValueError as e:
             raise ValueError(f"malformed [eval] line: {e}: skipped") from None
         key = (kv["epoch"], kv.get("step"))
@@ -378,8 +374,7 @@ class _Parser:
                 self.warn(lineno, f"a different [eval] line for trial {run.trial} epoch {kv['epoch']} "
                                   f"was already read; keeping the first")
             return                        # printed by several ranks: counts once
-        run.evals[key] = (line, {**metrics, "epochs": point["epoch"]})   # epochs reached so far
-        self.history.setdefault(run.trial, []).append(point)
+        run.evals[key] = (line, {**metrics, "epochs": epoch})   # epochs reached so far
 
     def result_line(self, lineno, line):
         run = self.run

@@ -22,6 +22,7 @@ import pytest
 
 from hpo import logfmt
 from hpo.logparse import LogError, parse_log
+from hpo.plots import read_job_log
 from hpo.report import format_summary, job_summary
 from hpo.schema import csv_text, make_row, read_csv, write_csv, write_records
 from rows import ray_row
@@ -93,12 +94,14 @@ def test_rank_duplicates_count_once():
     assert ranks.warnings == []                 # identical duplicates are not a problem
     assert len(ranks.rows) == len(normal.rows) == 4
     assert ranks.rows == normal.rows
-    # two evaluations per trial, not four
-    assert {t: [p["epoch"] for p in h] for t, h in ranks.history.items()} == {
+    # the learning curves' reader (hpo.plots) of the same logs: two evaluations per trial, not four
+    curves, curves_ranks = read_job_log(LOGS / "manual_normal.out"), read_job_log(LOGS / "manual_ranks.out")
+    assert curves.warnings == curves_ranks.warnings == []
+    assert {t: [p["epoch"] for p in h] for t, h in curves_ranks.history.items()} == {
         r["trial_id"]: [1, 2] for r in normal.rows}
-    assert ranks.history == normal.history
-    assert normal.history["grid02_lr1e-05_bs16"][0] == {
-        "epoch": 1, "step": 19, "eval_loss": 1.521, "exact_match": 35, "f1": 46.03}   # the glued line
+    assert curves_ranks.history == curves.history
+    assert {k: curves.history["grid02_lr1e-05_bs16"][0][k] for k in ("epoch", "step", "eval_loss", "exact_match", "f1")} \
+        == {"epoch": 1, "step": 19, "eval_loss": 1.521, "exact_match": 35, "f1": 46.03}   # the glued line
 
 
 def test_truncated_log_gives_incomplete_row_and_unfinished_summary():
@@ -213,7 +216,8 @@ def test_logfmt_lines_round_trip(tmp_path):
     (row,) = parsed.rows
     assert row["eval_loss"] == pytest.approx(0.987654321) and row["tokens_per_s"] == 1234.5
     assert row["gpu_hours"] == 0 and row["cpu_hours"] == pytest.approx(8 * 90 / 3600)
-    assert parsed.history["t1"] == [{"epoch": 1, "step": 3, "eval_loss": 1.1, "exact_match": 40, "f1": 50}]
+    assert read_job_log(log).history["t1"] == [{"epoch": 1, "step": 3, "eval_loss": 1.1, "exact_match": 40, "f1": 50,
+                                                "learning_rate": 1e-5, "batch_size": 8, "weight_decay": 0.01}]
 
 
 def test_run_start_and_end_lines_round_trip(tmp_path):
