@@ -255,12 +255,17 @@ class GridRunner:
             if self.stream:
                 print(end, flush=True)
             else:
-                self._block(run.k, [run.start_line(), *_read_lines(run.log), end])
+                self._block(run.k, self._logged_block(run, end))
             metrics = run.run_dir / "metrics.json"
             if rc == 0 and metrics.exists():
                 self.records.append(json.loads(metrics.read_text()))
             else:
                 self.failed += 1
+
+    @staticmethod
+    def _logged_block(run: Run, end: str) -> list[str]:
+        """Several at a time: a run's block is its START line, its run.log and `end`."""
+        return [run.start_line(), *_read_lines(run.log), end]
 
     def _block(self, k: int, lines: list[str]) -> None:
         if self.stream:
@@ -289,9 +294,8 @@ class GridRunner:
             wall = time.time() - run.t0
             write_run_json(run.run_dir, -signum, wall)               # time spent, for --resume
             if not self.stream:          # its block so far, marked stopped (one at a time: left open)
-                self.blocks[run.k] = [run.start_line(), *_read_lines(run.log),
-                                      logfmt.run_end_line(run.k, run.n, run.trial, -signum, wall,
-                                                          logfmt.log_date(), stopped=True)]
+                self.blocks[run.k] = self._logged_block(run, logfmt.run_end_line(
+                    run.k, run.n, run.trial, -signum, wall, logfmt.log_date(), stopped=True))
         self.running = []
         self._print_blocks(everything=True)
         print(f"[job] {signal.Signals(signum).name}: grid stopped", flush=True)

@@ -28,7 +28,7 @@ from hpo.config import (HYPERPARAMETERS, PROFILES, SMOKE, TrialConfig, absolute_
                         trial_config_from)
 from hpo.report import best_row, describe_best
 from hpo.schema import make_row, read_csv
-from hpo.search.options import (SearchSpaceError, add_resume_options, apply_smoke, comma_list,
+from hpo.search.options import (SearchSpaceError, add_resume_options, apply_smoke, comma_list, job_cpus,
                                 print_resume_command, resume_dir)
 from hpo.search.options import job_dir as options_job_dir
 
@@ -93,7 +93,7 @@ def parse_args(argv=None):
         # With GPUs (and on the cluster tier) each run holds its GPU(s): one at a time.
         one_at_a_time = os.environ.get("HPO_TIER") == "cluster" or int(os.environ.get("HPO_GPUS_PER_NODE") or 0)
         if a.runs_at_once is None:
-            a.runs_at_once = 1 if one_at_a_time else int(os.environ.get("HPO_CPUS") or os.cpu_count() or 1)
+            a.runs_at_once = 1 if one_at_a_time else job_cpus()
         elif a.runs_at_once < 1:
             raise SearchSpaceError(f"--runs-at-once must be >= 1, got {a.runs_at_once}")
         elif a.runs_at_once > 1 and one_at_a_time:
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         if node_gpus:
             step.append(f"--gres=gpu:{min(args.gpus_per_run, node_gpus)}")
         launch = step + launch
-    cpus = int(os.environ.get("HPO_CPUS") or os.cpu_count() or 1)
+    cpus = job_cpus()
     at_once = args.runs_at_once                     # several at a time: the job's CPUs shared out among them
     threads = {} if at_once == 1 else {"num_threads": args.num_threads or max(1, cpus // at_once)}
     run_cpus = threads.get("num_threads", cpus)

@@ -173,11 +173,17 @@ def resume_dir(value: str, method: str) -> Path:
     return p.resolve()
 
 
+def job_cpus() -> int:
+    """The CPUs this job may use: the allocation's (HPO_CPUS, set by experiments/common.sh) or,
+    started by hand, this machine's."""
+    return int(os.environ.get("HPO_CPUS") or 0) or os.cpu_count() or 1
+
+
 def _resources(a) -> None:
     """GPUs/CPUs per trial and concurrency from what the allocation holds (set by
     experiments/common.sh) or, started by hand, from this machine."""
     gpus_total = int(os.environ.get("HPO_GPUS", "0"))
-    cpus_total = int(os.environ.get("HPO_CPUS", "0")) or os.cpu_count() or 1
+    cpus_total = job_cpus()
     if a.gpus_per_trial is None:
         a.gpus_per_trial = 1.0 if gpus_total > 0 and cuda_on_nodes() else 0.0
     if a.gpus_per_trial < 0 or (a.gpus_per_trial > 1 and a.gpus_per_trial != int(a.gpus_per_trial)):
